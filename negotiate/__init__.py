@@ -1,0 +1,1 @@
+"""The ``negotiate`` command-line tool (see :mod:`negotiate.cli`)."""

@@ -1,0 +1,45 @@
+"""The ``negotiate`` command line: one subcommand per module of this package.
+
+negotiate play --agent0 scripted:mediator --agent1 scripted:stubborn --seed 0
+negotiate scenarios list --split test --category everyday
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from negotiate import play, scenarios
+
+SUBCOMMANDS = (play, scenarios)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="negotiate",
+        description="Negotiation-based value alignment of LLMs: play, inspect scenarios, train, evaluate.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
+        # Bad input: a one-line message naming what was wrong, not a traceback.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"negotiate {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+# noqa: D212, D415
+"""
+# Persona Negotiation
+
+| Creation           | `pettingzoo.make("aec", "negotiation/persona_negotiation-v0")`      |
+|--------------------|---------------------------------------------------------------------|
+| Parallel API       | Yes: `pettingzoo.make("parallel", "negotiation/persona_negotiation-v0")` |
+| Manual Control     | No                                                                  |
+| Agents             | `agents = ['negotiator_0', 'negotiator_1']`                         |
+| Agents             | 2                                                                   |
+| Action Space       | `UnicodeText(0, max_utterance_chars)`: the utterance                |
+| Observation Space  | `Dict` of chat messages and structured fields (below)               |
+| Reward             | terminal, shared: the judge's score of the joint resolution (0-5)   |
+
+Two LLM negotiators with opposing value personas (e.g. *cost vs quality*) discuss a
+dilemma in alternating turns. The dialogue ends when an agreement detector says they agree,
+or after `max_turns` turns; then the summarizer writes the final joint resolution, and a
+judge scores it. Both negotiators receive that score: the objective is cooperative.
+
+### Arguments
+
+```python
+import negotiation_env, pettingzoo
+env = pettingzoo.make("aec", "negotiation/persona_negotiation-v0",
+                      mode="evaluation", max_turns=7, context_turns=2, split="train",
+                      judge=None, agreement_detector=None, scenarios=None, render_mode=None)
+```
+
+Every field of :class:`~negotiation_env.protocol.NegotiationConfig` is a keyword argument
+(`mode`, `max_turns`, `context_turns`, `first_speaker`, `summarizer`,
+`min_turns_for_agreement`, `no_agreement_reward`, `judge_failure_reward`,
+`max_utterance_chars`, `turn_word_limit`, `summary_word_limit`, `agreement_marker`,
+`reveal_partner_persona`, `split`); or pass `config=NegotiationConfig(...)`.
+
+`judge`: what scores the resolution: an object with `score_batch(requests)`, or a function
+`f(scenario, transcript, resolution) -> float`. Default: the deterministic
+`KeywordRubricJudge` stand-in (a test double; pass an LLM judge for real numbers).
+
+`agreement_detector`: an object with `detect_batch(requests)` or a function
+`f(scenario, transcript) -> bool`. Default: `MarkerAgreementDetector`, which looks for
+`agreement_marker` ("[AGREE]") in the latest turn.
+
+`scenarios`: a `ScenarioBank` (default: the shipped data set). `prompts`: `PromptTemplates`.
+
+`reset(seed=s)` draws the scenario from the `split` pool with a generator seeded by `s`,
+so the same seed gives the same scenario. `reset(options={"scenario": "pro-001/cost_vs_quality"})`
+(an id or a `Scenario`) plays a given scenario; `options={"split": ..., "category": ...}`
+narrows the draw. Other option keys are ignored.
+
+### Observation Space
+
+A `gymnasium.spaces.Dict`:
+
+| key | space | meaning |
+|---|---|---|
+| `messages` | `Sequence(Dict(role, content))` | the chat from this agent's side: system (its persona and the rules), user (the dilemma, and the partner's turns), assistant (its own turns); only the last `context_turns` turns. In the summary phase the summarizer instead sees the summary prompt with the full transcript. |
+| `phase` | `Text` | `"dialogue"`, `"summary"` or `"done"` |
+| `turn` | `Discrete(max_turns + 1)` | dialogue turns spoken so far |
+| `acting` | `Discrete(2)` | 1 if this agent acts next |
+| `scenario_id` | `UnicodeText` | `DILEMMA_ID/PAIR_ID` |
+| `own_values`, `partner_values` | `Sequence(UnicodeText)` | core values (partner's empty if `reveal_partner_persona=False`) |
+
+Text spaces are :class:`~negotiation_env.spaces.UnicodeText`: any UTF-8-encodable string
+within the length bounds, because LLMs write punctuation, accents and other scripts that
+Gymnasium's default `Text` charset (letters and digits) rejects. PettingZoo's `api_test`
+only compares dtypes of an observation's `"observation"` entry, which this Dict does not have,
+so no dtype shim is needed.
+
+### Action Space
+
+`UnicodeText(0, max_utterance_chars)`: the utterance, or in the summary phase the
+resolution. A non-string action raises `TypeError` naming the agent. Longer text is
+truncated to `max_utterance_chars`; lone surrogates are replaced by U+FFFD; empty or
+whitespace-only text counts as a turn in which the agent said nothing. Each of these is
+recorded in the turn's `flags` (`"truncated"`, `"sanitized"`, `"empty"`).
+
+### Rewards
+
+0 on every step but the last. At the end both agents receive the judge's score of the
+resolution; in `training` mode an episode without agreement ends without a resolution and
+gives `no_agreement_reward` (0). If the judge returns no score (or raises), the reward is
+`judge_failure_reward` and `info["judge_failed"]` is True, with the reason in
+`info["judgement"]["error"]`.
+
+`info[agent]` always carries `scenario_id`, `phase`, `turn`, `agreement`,
+`rounds_to_agreement` (dialogue turns until agreement), the full `transcript`, the
+`resolution`, the `judgement` and every `agreement_checks` decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+import warnings
+from typing import Any
+
+from gymnasium.spaces import Dict, Discrete, Sequence, Space, Text
+from gymnasium.utils import seeding
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils import wrappers
+
+from negotiation_env.judges import (
+    Judgement,
+    KeywordRubricJudge,
+    MarkerAgreementDetector,
+    as_agreement_detector,
+    as_judge,
+)
+from negotiation_env.protocol import AGENTS, Negotiation, NegotiationConfig, PromptTemplates
+from negotiation_env.render import render_transcript
+from negotiation_env.scenarios import Scenario, ScenarioBank
+from negotiation_env.spaces import UnicodeText
+
+ENV_ID = "negotiation/persona_negotiation-v0"
+_NAME_CHARSET = string.ascii_lowercase + "_"
+
+
+def make_observation_space(config: NegotiationConfig) -> Dict:
+    # The summary prompt holds the whole transcript plus persona text; leave room for both.
+    content_limit = config.max_turns * (config.max_utterance_chars + 200) + 50_000
+    return Dict(
+        {
+            "messages": Sequence(
+                Dict(
+                    {
+                        "role": Text(16, min_length=1, charset=_NAME_CHARSET),
+                        "content": UnicodeText(content_limit),
+                    }
+                )
+            ),
+            "phase": Text(16, min_length=1, charset=_NAME_CHARSET),
+            "turn": Discrete(config.max_turns + 1),
+            "acting": Discrete(2),
+            "scenario_id": UnicodeText(512, min_length=1),
+            "own_values": Sequence(UnicodeText(1000)),
+            "partner_values": Sequence(UnicodeText(1000)),
+        }
+    )
+
+
+class _NegotiationEnvBase:
+    """What the AEC and parallel forms share: set-up, episodes, judging, observing, rendering."""
+
+    metadata = {
+        "name": "persona_negotiation_v0",
+        "render_modes": ["human", "ansi"],
+        "is_parallelizable": True,
+    }
+
+    def _setup(
+        self,
+        config: NegotiationConfig | None,
+        scenarios: ScenarioBank | None,
+        judge: Any,
+        agreement_detector: Any,
+        prompts: PromptTemplates | None,
+        render_mode: str | None,
+        settings: dict[str, Any],
+    ) -> None:
+        if config is None:
+            config = NegotiationConfig.from_dict(settings)
+        elif settings:
+            config = dataclasses.replace(config, **settings)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}"
+            )
+        self.config = config
+        self.render_mode = render_mode
+        self.scenarios = scenarios if scenarios is not None else ScenarioBank.default()
+        self.judge = as_judge(judge) if judge is not None else KeywordRubricJudge()
+        self.agreement_detector = (
+            as_agreement_detector(agreement_detector)
+            if agreement_detector is not None
+            else MarkerAgreementDetector(config.agreement_marker)
+        )
+        self.prompts = prompts or PromptTemplates()
+        self.possible_agents = list(AGENTS)
+        self._observation_spaces = {a: make_observation_space(config) for a in AGENTS}
+        self._action_spaces = {a: UnicodeText(config.max_utterance_chars) for a in AGENTS}
+        self.np_random, self.np_random_seed = seeding.np_random(None)
+        self.negotiation: Negotiation | None = None
+
+    def observation_space(self, agent: str) -> Space:
+        return self._observation_spaces[agent]
+
+    def action_space(self, agent: str) -> Space:
+        return self._action_spaces[agent]
+
+    # ------------------------------------------------------------------ episodes
+    def _new_episode(self, seed: int | None, options: dict[str, Any] | None) -> Negotiation:
+        if seed is not None:
+            self.np_random, self.np_random_seed = seeding.np_random(seed)
+        options = options or {}
+        chosen = options.get("scenario")
+        if isinstance(chosen, Scenario):
+            scenario = chosen
+        elif isinstance(chosen, str):
+            scenario = self.scenarios.get(chosen)
+        elif chosen is None:
+            scenario = self.scenarios.sample(
+                self.np_random, options.get("split", self.config.split), options.get("category")
+            )
+        else:
+            raise TypeError(
+                f"options['scenario'] must be a Scenario or a scenario id string, "
+                f"got {type(chosen).__name__}"
+            )
+        self.negotiation = Negotiation(scenario, self.config, self.prompts)
+        return self.negotiation
+
+    def _submit(self, agent: str, action: Any) -> None:
+        """Apply one action and resolve what the protocol then needs (agreement, judgement)."""
+        negotiation = self.negotiation
+        negotiation.submit(agent, action)
+        if negotiation.needs == "agreement":
+            decision = self.agreement_detector.detect_batch([negotiation.agreement_request()])
+            negotiation.apply_agreement(decision[0])
+        if negotiation.needs == "judgement":
+            negotiation.apply_judgement(self._judge(negotiation))
+
+    def _judge(self, negotiation: Negotiation) -> Judgement:
+        name = getattr(self.judge, "name", type(self.judge).__name__)
+        try:
+            results = self.judge.score_batch([negotiation.judge_request()])
+        except Exception as error:  # a broken judge must not lose the episode
+            warnings.warn(
+                f"judge {name} raised {error!r}; episode recorded as judge_failed", stacklevel=2
+            )
+            return Judgement(None, name, error=f"judge raised {type(error).__name__}: {error}")
+        if len(results) != 1:
+            return Judgement(
+                None, name, error=f"judge returned {len(results)} results for 1 request"
+            )
+        if results[0].score is None and not results[0].error:
+            results[0].error = "judge returned no score and no reason"
+        return results[0]
+
+    # ------------------------------------------------------------------ observing
+    def observe(self, agent: str) -> dict[str, Any]:
+        negotiation = self.negotiation
+        persona = negotiation.persona(agent)
+        partner = negotiation.persona(AGENTS[1 - AGENTS.index(agent)])
+        return {
+            "messages": tuple(
+                {"role": m["role"], "content": m["content"]} for m in negotiation.messages(agent)
+            ),
+            "phase": negotiation.phase,
+            "turn": len(negotiation.turns),
+            "acting": int(not negotiation.done and negotiation.speaker == agent),
+            "scenario_id": negotiation.scenario.id,
+            "own_values": tuple(persona.core_values),
+            "partner_values": tuple(partner.core_values)
+            if self.config.reveal_partner_persona
+            else (),
+        }
+
+    def _info(self, agent: str) -> dict[str, Any]:
+        return self.negotiation.summary_info()
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            warnings.warn(
+                "render() called without a render_mode; pass render_mode='ansi' or 'human'",
+                stacklevel=2,
+            )
+            return None
+        if self.negotiation is None:
+            text = "(no episode yet: call reset())"
+        else:
+            text = render_transcript(self.negotiation, color=self.render_mode == "ansi")
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+    def close(self) -> None:
+        pass
+
+
+class raw_env(_NegotiationEnvBase, AECEnv):
+    """The AEC form; :func:`env` wraps it with PettingZoo's order enforcement."""
+
+    def __init__(
+        self,
+        config: NegotiationConfig | None = None,
+        *,
+        scenarios: ScenarioBank | None = None,
+        judge: Any = None,
+        agreement_detector: Any = None,
+        prompts: PromptTemplates | None = None,
+        render_mode: str | None = None,
+        **settings: Any,
+    ):
+        AECEnv.__init__(self)
+        self._setup(config, scenarios, judge, agreement_detector, prompts, render_mode, settings)
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
+        negotiation = self._new_episode(seed, options)
+        self.agents = self.possible_agents[:]
+        self.rewards = {a: 0.0 for a in self.agents}
+        self._cumulative_rewards = {a: 0.0 for a in self.agents}
+        self.terminations = {a: False for a in self.agents}
+        self.truncations = {a: False for a in self.agents}
+        self.infos = {a: self._info(a) for a in self.agents}
+        self.agent_selection = negotiation.speaker
+
+    def step(self, action: Any) -> None:
+        agent = self.agent_selection
+        if self.terminations[agent] or self.truncations[agent]:
+            self._was_dead_step(action)
+            return
+        self._submit(agent, action)
+        negotiation = self.negotiation
+        self._cumulative_rewards[agent] = 0.0
+        self._clear_rewards()
+        if negotiation.done:
+            reward = negotiation.reward()
+            for a in self.agents:
+                self.rewards[a] = reward
+                self.terminations[a] = True
+        else:
+            self.agent_selection = negotiation.speaker
+        self.infos = {a: self._info(a) for a in self.agents}
+        self._accumulate_rewards()
+        if self.render_mode == "human":
+            self.render()
+
+
+class parallel_env(_NegotiationEnvBase, ParallelEnv):
+    """The parallel form: each ``step`` advances one turn.
+
+    Only the acting agent's action is used (its observation has ``acting == 1``); actions
+    given for the other agent are ignored and reported as ``info[agent]["ignored_action"]``.
+    """
+
+    def __init__(
+        self,
+        config: NegotiationConfig | None = None,
+        *,
+        scenarios: ScenarioBank | None = None,
+        judge: Any = None,
+        agreement_detector: Any = None,
+        prompts: PromptTemplates | None = None,
+        render_mode: str | None = None,
+        **settings: Any,
+    ):
+        self._setup(config, scenarios, judge, agreement_detector, prompts, render_mode, settings)
+        self.agents: list[str] = []
+
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        self._new_episode(seed, options)
+        self.agents = self.possible_agents[:]
+        return (
+            {a: self.observe(a) for a in self.agents},
+            {a: self._info(a) for a in self.agents},
+        )
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        negotiation = self.negotiation
+        if negotiation is None or not self.agents:
+            raise RuntimeError("step() called on a finished or unstarted episode; call reset()")
+        actor = negotiation.speaker
+        if actor not in actions:
+            raise KeyError(f"no action for {actor}, whose turn it is (phase {negotiation.phase})")
+        self._submit(actor, actions[actor])
+        agents = self.agents
+        observations = {a: self.observe(a) for a in agents}
+        reward = negotiation.reward() if negotiation.done else 0.0
+        rewards = {a: reward for a in agents}
+        terminations = {a: negotiation.done for a in agents}
+        truncations = {a: False for a in agents}
+        infos = {}
+        for a in agents:
+            infos[a] = self._info(a)
+            infos[a]["ignored_action"] = a != actor and actions.get(a) is not None
+        if negotiation.done:
+            self.agents = []
+        if self.render_mode == "human":
+            self.render()
+        return observations, rewards, terminations, truncations, infos
+
+
+def env(**kwargs: Any) -> AECEnv:
+    """The AEC environment with PettingZoo's order-enforcing wrapper (see the module docstring)."""
+    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))

@@ -1,0 +1,22 @@
+"""Shared fixtures. HF_HUB_OFFLINE is set for the whole run: nothing may reach a model hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from negotiation_env.scenarios import ScenarioBank  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def bank() -> ScenarioBank:
+    return ScenarioBank.default()
+
+
+@pytest.fixture
+def scenario(bank):
+    return bank.get("pro-001/cost_vs_quality")
