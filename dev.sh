@@ -39,7 +39,7 @@ command="${1:-}"
 case "$command" in
   main)
     ensure_env
-    exec "$VENV/bin/negotiate" play --agent0 scripted:mediator --agent1 scripted:stubborn --seed 0 "$@"
+    exec "$VENV/bin/negotiate" play --agent0 smollm2 --agent1 smollm2 --seed 0 "$@"
     ;;
   test)
     ensure_env

@@ -1,10 +1,12 @@
 """Agents: policies that turn an observation into an utterance.
 
-Scripted baselines live in :mod:`agents.scripted`; any plain function is an agent too.
+Scripted baselines live in :mod:`agents.scripted`, LLM negotiators in :mod:`agents.llm`
+(over the backends in :mod:`agents.backends`); any plain function is an agent too.
 """
 
 from agents.base import Agent, BatchAgent, NegotiationAgent, act_batch, agent_name
-from agents.rollout import play_episode
+from agents.llm import LLMAgent
+from agents.rollout import play_episode, play_episodes, seed_everything
 from agents.scripted import ConcedingAgent, MediatorAgent, RandomAgent, StubbornAgent
 from agents.specs import AgentSpecError, load_agent
 
@@ -13,6 +15,7 @@ __all__ = [
     "AgentSpecError",
     "BatchAgent",
     "ConcedingAgent",
+    "LLMAgent",
     "MediatorAgent",
     "NegotiationAgent",
     "RandomAgent",
@@ -21,4 +24,6 @@ __all__ = [
     "agent_name",
     "load_agent",
     "play_episode",
+    "play_episodes",
+    "seed_everything",
 ]

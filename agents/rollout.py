@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agents.base import agent_name
+from agents.base import act_batch, agent_name
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (when loaded) torch, so sampled LLM turns replay."""
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
 
 def play_episode(
@@ -20,33 +32,74 @@ def play_episode(
 
     ``agents`` maps each seat (``negotiator_0``, ``negotiator_1``) to a callable agent.
     """
-    missing = [a for a in env.possible_agents if a not in agents]
+    return play_episodes([env], agents, seeds=[seed], scenarios=[scenario])[0]
+
+
+def play_episodes(
+    envs: Sequence[Any],
+    agents: Mapping[str, Any],
+    seeds: Sequence[int | None] | None = None,
+    scenarios: Sequence[Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Play one episode in each env in lockstep, batching the agents' calls.
+
+    Every round, the acting seats of all unfinished envs are collected and each agent is
+    called once with all of its observations (``act_batch``), so an LLM agent generates the
+    turns of many dialogues in one batched call; finished episodes drop out. Returns one
+    record per env, in order.
+    """
+    missing = [a for a in envs[0].possible_agents if a not in agents] if envs else []
     if missing:
         raise ValueError(f"no agent for seat(s) {missing}")
-    options = {"scenario": scenario} if scenario is not None else None
-    env.reset(seed=seed, options=options)
+    seeds = list(seeds) if seeds is not None else [None] * len(envs)
+    scenarios = list(scenarios) if scenarios is not None else [None] * len(envs)
+    if not len(seeds) == len(scenarios) == len(envs):
+        raise ValueError(f"{len(envs)} envs need as many seeds and scenarios")
+    for env, seed, scenario in zip(envs, seeds, scenarios, strict=True):
+        env.reset(seed=seed, options={"scenario": scenario} if scenario is not None else None)
     started = time.perf_counter()
-    rewards = {a: 0.0 for a in env.possible_agents}
-    info: dict[str, Any] = {}
-    for seat in env.agent_iter():
-        observation, reward, termination, truncation, info = env.last()
-        rewards[seat] += reward
-        if termination or truncation:
-            env.step(None)
-            continue
-        env.step(agents[seat](observation))
+    while True:
+        pending: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
+        for env in envs:
+            _finish_dead_steps(env)
+            if env.agents:
+                seat = env.agent_selection
+                pending.setdefault(id(agents[seat]), []).append((env, env.observe(seat)))
+        if not pending:
+            break
+        for group in pending.values():
+            first_env = group[0][0]
+            agent = agents[first_env.agent_selection]
+            utterances = act_batch(agent, [observation for _, observation in group])
+            for (env, _), utterance in zip(group, utterances, strict=True):
+                env.step(utterance)
+    seconds = round(time.perf_counter() - started, 3)
+    return [_record(env, agents, seed, seconds) for env, seed in zip(envs, seeds, strict=True)]
+
+
+def _finish_dead_steps(env: Any) -> None:
+    while env.agents and (
+        env.terminations[env.agent_selection] or env.truncations[env.agent_selection]
+    ):
+        env.step(None)
+
+
+def _record(
+    env: Any, agents: Mapping[str, Any], seed: int | None, seconds: float
+) -> dict[str, Any]:
     negotiation = env.unwrapped.negotiation
+    info = negotiation.summary_info()
     return {
         "scenario": negotiation.scenario.to_record(),
         "seed": seed,
         "agents": {seat: agent_name(agent) for seat, agent in agents.items()},
         "config": dataclasses.asdict(env.unwrapped.config),
-        "transcript": info.get("transcript", []),
-        "resolution": info.get("resolution"),
-        "agreement": info.get("agreement", False),
-        "rounds_to_agreement": info.get("rounds_to_agreement"),
-        "judgement": info.get("judgement"),
-        "judge_failed": info.get("judge_failed", False),
-        "reward": rewards[env.possible_agents[0]],
-        "seconds": round(time.perf_counter() - started, 3),
+        "transcript": info["transcript"],
+        "resolution": info["resolution"],
+        "agreement": info["agreement"],
+        "rounds_to_agreement": info["rounds_to_agreement"],
+        "judgement": info["judgement"],
+        "judge_failed": info["judge_failed"],
+        "reward": negotiation.reward(),
+        "seconds": seconds,
     }

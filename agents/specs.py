@@ -1,41 +1,132 @@
-"""Building agents from short specs, as used on the command line and in configs.
+"""Building agents, LLM backends and text generators from short specs.
 
-==========================  ====================================================
-``scripted:NAME``           a scripted baseline (stubborn, conceding, random,
-                            mediator)
-``module:function``         a user's own callable (a class is instantiated
-                            without arguments); ``path/to/file.py:function``
-                            also works
-==========================  ====================================================
+==================================  =====================================================
+``smollm2`` (any registry name)     a local model from the registry (``negotiate models list``)
+``hf:PATH_OR_HUB_ID``               a local model folder, or a hub id where you have internet
+``openai:MODEL@URL``                an OpenAI-compatible server, e.g.
+                                    ``openai:llama3@http://127.0.0.1:8000/v1``
+``scripted:NAME``                   a scripted baseline (stubborn, conceding, random, mediator)
+``module:function``                 your own callable (a class is instantiated without
+                                    arguments); ``path/to/file.py:function`` also works
+==================================  =====================================================
 
-New kinds of agent register a prefix in :data:`AGENT_FACTORIES`.
+Options follow a ``?``: ``smollm2?temperature=0.3&max_new_tokens=64``,
+``hf:./out/model?adapter=./out/adapter&dtype=bfloat16``,
+``openai:gpt-4o-mini@https://api.example/v1?api_key_env=MY_KEY&concurrency=4``,
+``scripted:random?seed=3``. Backend options: ``adapter``, ``device``, ``dtype``,
+``max_batch_size`` (hf and registry names); ``api_key_env``, ``timeout``, ``max_retries``,
+``concurrency`` (openai). Sampling options (LLM agents): ``temperature``, ``top_p``,
+``top_k``, ``max_new_tokens``, ``seed``, and ``summary_temperature``,
+``summary_max_new_tokens`` for the resolution. A model named twice in one process is loaded
+once: backends are shared.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
+from agents.models import registered
 from agents.scripted import SCRIPTED_AGENTS
 
 
 class AgentSpecError(ValueError):
-    """An agent spec could not be turned into an agent; the message says what would work."""
+    """A spec could not be turned into an agent or backend; the message says what would work."""
 
 
-def _scripted(name: str, **options: Any) -> Any:
-    if name not in SCRIPTED_AGENTS:
+_BACKEND_OPTIONS = {
+    "hf": ("adapter", "device", "dtype", "max_batch_size", "cache"),
+    "openai": ("api_key_env", "timeout", "max_retries", "concurrency", "backoff"),
+}
+_SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
+_SUMMARY_OPTIONS = ("summary_temperature", "summary_max_new_tokens")
+_backends: dict[tuple, Any] = {}
+
+
+def _value(text: str) -> Any:
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"smollm2?temperature=0.3"`` -> ``("smollm2", {"temperature": 0.3})``."""
+    base, _, query = spec.partition("?")
+    options = {}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        options[key] = _value(value)
+    return base, options
+
+
+def _kind(base: str) -> tuple[str, str]:
+    """(kind, target) for an LLM spec base: kind is "hf" or "openai", or "" when not an LLM."""
+    prefix, sep, rest = base.partition(":")
+    if sep and prefix in ("hf", "openai"):
+        return prefix, rest
+    if registered(base) is not None:
+        return "hf", base
+    return "", base
+
+
+def is_llm_spec(spec: str) -> bool:
+    return _kind(split_spec(spec)[0])[0] != ""
+
+
+def load_backend(spec: str, **options: Any) -> Any:
+    """The (shared) LLM backend of a registry name, ``hf:...`` or ``openai:MODEL@URL`` spec."""
+    base, spec_options = split_spec(spec)
+    options = {**spec_options, **options}
+    kind, target = _kind(base)
+    if not kind:
         raise AgentSpecError(
-            f"unknown scripted agent {name!r}; expected one of {sorted(SCRIPTED_AGENTS)}"
+            f"{spec!r} is not an LLM spec; use a registered model name, 'hf:PATH' or "
+            "'openai:MODEL@URL'"
         )
-    return SCRIPTED_AGENTS[name](**options)
+    allowed = _BACKEND_OPTIONS[kind]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise AgentSpecError(
+            f"{spec!r}: unknown backend option(s) {unknown}; allowed: {list(allowed)}"
+        )
+    key = (kind, target, tuple(sorted(options.items())))
+    if key not in _backends:
+        if kind == "hf":
+            from agents.backends.transformers_backend import TransformersBackend
+
+            _backends[key] = TransformersBackend(target, **options)
+        else:
+            from agents.backends.openai_backend import OpenAIBackend
+
+            model, at, url = target.partition("@")
+            if not at or not model or not url:
+                raise AgentSpecError(
+                    f"{spec!r}: expected 'openai:MODEL@URL', e.g. openai:llama3@http://127.0.0.1:8000/v1"
+                )
+            _backends[key] = OpenAIBackend(base_url=url, model=model, **options)
+    return _backends[key]
 
 
-AGENT_FACTORIES: dict[str, Callable[..., Any]] = {"scripted": _scripted}
+def _llm_agent(spec: str, options: dict[str, Any]) -> Any:
+    from agents.llm import LLMAgent
+
+    sampling = {k: options.pop(k) for k in _SAMPLING_OPTIONS if k in options}
+    summary = {k.removeprefix("summary_"): options.pop(k) for k in _SUMMARY_OPTIONS if k in options}
+    base, _ = split_spec(spec)
+    backend = load_backend(base, **options)
+    agent = LLMAgent(backend)
+    agent.dialogue = dataclasses.replace(agent.dialogue, **sampling)
+    summary_carry = {k: v for k, v in sampling.items() if k == "seed"}
+    agent.summary = dataclasses.replace(agent.summary, **{**summary_carry, **summary})
+    return agent
 
 
 def load_object(reference: str) -> Any:
@@ -67,18 +158,54 @@ def load_object(reference: str) -> Any:
 
 
 def load_agent(spec: str, **options: Any) -> Any:
-    """An agent from a spec string (see the module docstring); ``options`` go to its factory."""
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix in AGENT_FACTORIES:
-        return AGENT_FACTORIES[prefix](rest, **options)
+    """An agent from a spec string (see the module docstring); ``options`` add to the spec's."""
+    base, spec_options = split_spec(spec)
+    options = {**spec_options, **options}
+    prefix, sep, rest = base.partition(":")
+    if prefix == "scripted" and sep:
+        if rest not in SCRIPTED_AGENTS:
+            raise AgentSpecError(
+                f"unknown scripted agent {rest!r}; expected one of {sorted(SCRIPTED_AGENTS)}"
+            )
+        try:
+            return SCRIPTED_AGENTS[rest](**options)
+        except TypeError as error:
+            raise AgentSpecError(f"{spec!r}: {error}") from None
+    if is_llm_spec(base):
+        return _llm_agent(base, options)
     if sep:
-        target = load_object(spec)
+        target = load_object(base)
         agent = target(**options) if isinstance(target, type) else target
         if not callable(agent):
             raise AgentSpecError(f"{spec!r} is not callable; an agent maps an observation to a str")
         return agent
     raise AgentSpecError(
-        f"unknown agent spec {spec!r}; expected one of "
-        + ", ".join(f"'{p}:...'" for p in AGENT_FACTORIES)
-        + " or 'module:function'"
+        f"unknown agent spec {spec!r}; expected a registered model name (smollm2, ...), "
+        "'hf:PATH', 'openai:MODEL@URL', 'scripted:NAME' or 'module:function'"
     )
+
+
+def load_text_generator(
+    spec: str, max_new_tokens: int = 1024, temperature: float = 0.9
+) -> Callable[[str], str]:
+    """A ``prompt -> text`` function from an LLM spec or a user's ``module:function``."""
+    base, options = split_spec(spec)
+    if is_llm_spec(base):
+        from agents.backends.base import GenerationSettings
+
+        settings = GenerationSettings(
+            max_new_tokens=int(options.pop("max_new_tokens", max_new_tokens)),
+            temperature=float(options.pop("temperature", temperature)),
+        )
+        backend = load_backend(base, **options)
+
+        def generate(prompt: str) -> str:
+            return backend.generate([[{"role": "user", "content": prompt}]], settings)[0].text
+
+        generate.__qualname__ = backend.name
+        return generate
+    target = load_object(base)
+    generator = target() if isinstance(target, type) else target
+    if not callable(generator):
+        raise AgentSpecError(f"generator {spec!r} is not callable (prompt -> text)")
+    return generator

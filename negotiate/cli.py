@@ -7,18 +7,24 @@ negotiate scenarios list --split test --category everyday
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from negotiate import play, scenarios
+from negotiate import models, play, scenarios, serve
 
-SUBCOMMANDS = (play, scenarios)
+SUBCOMMANDS = (play, scenarios, models, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="negotiate",
         description="Negotiation-based value alignment of LLMs: play, inspect scenarios, train, evaluate.",
+    )
+    parser.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        help="cache folder of registered models for every subcommand (sets NEGOTIATION_MODELS_DIR)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
@@ -29,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.models_dir:
+        os.environ["NEGOTIATION_MODELS_DIR"] = args.models_dir
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from agents import load_agent, play_episode
+from agents.rollout import seed_everything
 from negotiate.common import add_data_arguments, load_bank
 from negotiation_env import AGENTS, raw_env
 from negotiation_env.jsonl import append_jsonl
@@ -18,8 +19,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "play",
         help="play one negotiation episode and print the transcript and reward",
-        description="Play one episode. Agents are specs: scripted:mediator, scripted:stubborn, "
-        "scripted:conceding, scripted:random, or module:function for your own.",
+        description="Play one episode. Agents are specs: a registered model (smollm2), "
+        "hf:PATH, openai:MODEL@URL, scripted:mediator|stubborn|conceding|random, or "
+        "module:function for your own; options after '?', e.g. smollm2?temperature=0.3.",
     )
     parser.add_argument("--agent0", default="scripted:mediator", help="spec of negotiator_0")
     parser.add_argument("--agent1", default="scripted:stubborn", help="spec of negotiator_1")
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         context_turns=args.context_turns or None,
         split=args.split,
     )
+    seed_everything(args.seed)
     record = play_episode(env, agents, seed=args.seed, scenario=args.scenario)
     record["agent_specs"] = {AGENTS[0]: args.agent0, AGENTS[1]: args.agent1}
     if not args.quiet:

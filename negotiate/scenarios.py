@@ -6,30 +6,14 @@ import argparse
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
 
 import numpy as np
 
-from agents.specs import AgentSpecError, load_object
+from agents.specs import load_text_generator
 from negotiate.common import add_data_arguments, load_bank
 from negotiation_env.scenarios import CATEGORIES, ScenarioBank, find_near_duplicates
 from negotiation_env.scenarios.generation import generate_dilemmas, generate_pairs, write_generation
 from negotiation_env.scenarios.records import SCENARIO_ID_SEPARATOR
-
-# Prefix -> factory turning the rest of a spec into a prompt -> text function.
-GENERATOR_FACTORIES: dict[str, Callable[[str], Callable[[str], str]]] = {}
-
-
-def load_generator(spec: str) -> Callable[[str], str]:
-    """A text generator from a spec: a registered LLM spec, or ``module:function``."""
-    prefix, sep, rest = spec.partition(":")
-    if sep and prefix in GENERATOR_FACTORIES:
-        return GENERATOR_FACTORIES[prefix](rest)
-    target = load_object(spec)
-    generator = target() if isinstance(target, type) else target
-    if not callable(generator):
-        raise AgentSpecError(f"generator {spec!r} is not callable (prompt -> text)")
-    return generator
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -73,7 +57,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="generate new dilemmas or persona pairs with an LLM, through the same checks",
     )
     generate.add_argument(
-        "--generator", required=True, help="LLM spec or module:function (prompt -> text)"
+        "--generator",
+        required=True,
+        help="LLM spec (smollm2, hf:PATH, openai:MODEL@URL) or module:function (prompt -> text)",
     )
     generate.add_argument("--kind", default="dilemmas", choices=["dilemmas", "pairs"])
     generate.add_argument("--category", default="everyday", choices=list(CATEGORIES))
@@ -169,7 +155,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     bank = load_bank(args)
-    generator = load_generator(args.generator)
+    generator = load_text_generator(args.generator)
     if args.kind == "dilemmas":
         result = generate_dilemmas(
             generator, args.n, args.category, bank, args.generator, max_calls=args.max_calls or None

@@ -20,3 +20,15 @@ def bank() -> ScenarioBank:
 @pytest.fixture
 def scenario(bank):
     return bank.get("pro-001/cost_vs_quality")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded default model (fetched once into the model cache, then shared)."""
+    from agents.specs import load_backend
+
+    return load_backend("smollm2")
+
+
+def chat(text: str, system: str = "You are a careful negotiator.") -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": text}]

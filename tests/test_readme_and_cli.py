@@ -35,6 +35,15 @@ def test_quickstart_runs_as_written(tmp_path):
     assert re.search(r"reward \d\.\d+ agreement True after 2 turns", completed.stdout)
 
 
+def test_llm_agents_example_runs_as_written(tmp_path, smollm2):
+    code = python_blocks(README.split("## LLM agents", 1)[1])[0]
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.count(": ") >= 3 and "resolution:" in completed.stdout
+
+
 def test_readme_names_exactly_the_two_setup_commands_and_dev_sh_has_them():
     setup = README.split("## Set up", 1)[1].split("##", 1)[0]
     commands = re.findall(r"^\./dev\.sh (\w+)", setup, flags=re.M)

@@ -1,0 +1,457 @@
+"""A backend for any OpenAI-compatible ``/v1/chat/completions`` server.
+
+vLLM, the llama.cpp server, Ollama, hosted APIs and this project's own
+:mod:`agents.serve` all speak this protocol. Only the standard library is used for HTTP.
+
+>>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-0.5B-Instruct")
+>>> [reply] = backend.generate(
+...     [[{"role": "user", "content": "Say hello."}]], GenerationSettings(max_new_tokens=16)
+... )  # doctest: +SKIP
+>>> reply.text, reply.finish_reason  # doctest: +SKIP
+('Hello!', 'stop')
+
+Failures:
+
+- HTTP 429, 500, 502, 503, 504, connection errors and timeouts are retried up to
+  ``max_retries`` times, with exponential backoff and jitter (or the server's
+  ``Retry-After`` on 429/503), each pause at most ``max_wait`` seconds.
+- A 200 answer whose body is unusable (not JSON, no choices, ``content`` null or not a
+  string, log-probabilities of the wrong type) is retried as well: a proxy can glitch.
+- Any other status (400, 401, 404, redirects, ...) fails at once: repeating the same
+  request cannot succeed.
+
+Every failure ends in :class:`~agents.backends.base.BackendError`; none returns an empty
+utterance. Each attempt is bounded by ``timeout``, so a call ends after at most about
+``(max_retries + 1) * timeout`` seconds plus the pauses.
+
+The API key is read from the environment variable ``api_key_env`` at each request and sent
+as ``Authorization: Bearer``; no header is sent when the variable is unset. The key never
+appears in ``repr``, in :attr:`OpenAIBackend.name` or in error messages (a server that
+echoes it has it replaced by ``[redacted]``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import math
+import os
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from agents.backends.base import BackendError, Conversation, Generation, GenerationSettings
+
+T = TypeVar("T")
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+TOP_LOGPROBS = 20  # the most that OpenAI's API and vLLM's default configuration allow
+SHOWN_BODY_CHARS = 200
+_READ_CHUNK = 64 * 1024
+_USER_AGENT = "negotiation-alignment-openai-backend"  # some proxies refuse "Python-urllib"
+
+
+class _MalformedResponse(Exception):
+    """A 200 answer whose body we cannot use; the message says which part was wrong."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    # Following a redirect would turn the POST into a GET and could carry the key to another
+    # host; returning None makes urllib raise the 3xx as an HTTPError, reported to the user.
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class OpenAIBackend:
+    """An :class:`~agents.backends.base.LLMBackend` talking to a chat-completions server.
+
+    ``base_url`` is the API root, e.g. ``http://127.0.0.1:8000/v1``. A URL with no path
+    (``http://127.0.0.1:8000``) gets ``/v1`` appended; a URL with a path is used as given
+    (trailing slashes dropped), so ``https://host/openai/v1`` works too. Requests go to
+    ``{base_url}/chat/completions``.
+
+    ``concurrency`` bounds the requests in flight at once from this backend, across all
+    threads that share it; ``generate`` sends a batch that many at a time. ``max_wait``
+    caps each pause between attempts, the server's ``Retry-After`` included.
+
+    ``send_candidates=True`` adds the candidates of :meth:`next_token_logprobs` to the
+    request as the non-standard field ``candidates``, which this project's own server
+    (:mod:`agents.serve`) needs in order to score them. Leave it off for other servers:
+    OpenAI's hosted API rejects fields it does not know.
+
+    >>> backend = OpenAIBackend("http://127.0.0.1:8000", "my-model", concurrency=4)
+    >>> backend.name
+    'openai:my-model@http://127.0.0.1:8000/v1'
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        concurrency: int = 8,
+        max_wait: float = 30.0,
+        send_candidates: bool = False,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"model: expected a non-empty model name, got {model!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout: expected seconds > 0, got {timeout}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries: expected an integer >= 0, got {max_retries}")
+        if backoff < 0 or max_wait < 0:
+            raise ValueError(f"backoff, max_wait: expected seconds >= 0, got {backoff}, {max_wait}")
+        if concurrency < 1:
+            raise ValueError(f"concurrency: expected an integer >= 1, got {concurrency}")
+        self.base_url = _api_root(base_url)
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_wait = float(max_wait)
+        self.concurrency = int(concurrency)
+        self.send_candidates = send_candidates
+        self.name = f"openai:{model}@{self.base_url}"
+        self._url = f"{self.base_url}/chat/completions"
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._opener = urllib.request.build_opener(_NoRedirects())
+        self._random = random.Random()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
+
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings
+    ) -> list[Generation]:
+        """One generation per conversation, in order; requests run ``concurrency`` at a time.
+
+        ``top_k`` is sent (as a non-standard field) only when above 0, ``seed`` only when set,
+        ``stop`` only when non-empty. A server that ignores ``logprobs`` yields generations
+        whose ``logprobs`` and ``tokens`` are None.
+        """
+        options: dict[str, Any] = {
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+        }
+        if settings.top_k > 0:
+            options["top_k"] = settings.top_k
+        if settings.seed is not None:
+            options["seed"] = settings.seed
+        if settings.stop:
+            options["stop"] = list(settings.stop)
+        if settings.logprobs:
+            options["logprobs"] = True
+        bodies = [self._body(conversation, options) for conversation in conversations]
+        return self._post_all(bodies, _parse_generation)
+
+    def next_token_logprobs(
+        self,
+        conversations: Sequence[Conversation],
+        candidates: Sequence[str],
+        assistant_prefix: str = "",
+    ) -> list[dict[str, float]]:
+        """For each conversation, log p(candidate) for the first token of the answer.
+
+        Asks for one greedy token with the top 20 log-probabilities and matches each
+        candidate to the tokens there after stripping whitespace (so ``" 7"`` counts for
+        ``"7"``), keeping the best match; candidates not among them get ``-inf``.
+
+        A non-empty ``assistant_prefix`` is sent as a final assistant message. Servers differ
+        in whether they continue that message or start a new turn after it (vLLM continues
+        it only when started with ``continue_final_message``), so keep prefixes to what the
+        scores do not depend on. Raises :class:`BackendError` at once when the server
+        returns no top log-probabilities; callers can then parse the answer text instead.
+        """
+        if not candidates:
+            return [{} for _ in conversations]
+        options: dict[str, Any] = {
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+        }
+        if self.send_candidates:
+            options["candidates"] = list(candidates)
+        bodies = []
+        for conversation in conversations:
+            if assistant_prefix:
+                conversation = [*conversation, {"role": "assistant", "content": assistant_prefix}]
+            bodies.append(self._body(conversation, options))
+
+        def parse(payload: Any) -> dict[str, float]:
+            return self._candidate_logprobs(payload, candidates)
+
+        return self._post_all(bodies, parse)
+
+    def _body(self, conversation: Conversation, options: dict[str, Any]) -> dict[str, Any]:
+        return {"model": self.model, "messages": [dict(m) for m in conversation], **options}
+
+    def _post_all(self, bodies: list[dict[str, Any]], parse: Callable[[Any], T]) -> list[T]:
+        if len(bodies) <= 1:
+            return [self._post(body, parse) for body in bodies]
+        workers = min(self.concurrency, len(bodies))
+        with ThreadPoolExecutor(workers, thread_name_prefix="openai-backend") as pool:
+            futures = [pool.submit(self._post, body, parse) for body in bodies]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                for future in futures:  # the batch has failed: send nothing more
+                    future.cancel()
+                raise
+
+    def _post(self, body: dict[str, Any], parse: Callable[[Any], T]) -> T:
+        """Send one request with retries and return ``parse(response JSON)``."""
+        data = json.dumps(body).encode("utf-8")
+        key = os.environ.get(self.api_key_env) or None
+        attempts = self.max_retries + 1
+        problem = ""
+        for attempt in range(1, attempts + 1):
+            retry_after = None
+            raw = b""
+            try:
+                with self._slots:
+                    raw = self._send(data, key)
+                return parse(_json(raw))
+            except urllib.error.HTTPError as error:
+                detail = _error_detail(error)
+                if error.code not in RETRYABLE_STATUSES:
+                    raise BackendError(self._rejected(error, detail, key)) from None
+                problem = f"HTTP {error.code}: {detail}"
+                if error.code in RETRY_AFTER_STATUSES:
+                    retry_after = _retry_after_seconds(error.headers)
+            except _MalformedResponse as error:
+                shown = raw[:SHOWN_BODY_CHARS].decode("utf-8", errors="replace")
+                problem = f"malformed response: {error}; body starts {shown!r}"
+            except (OSError, http.client.HTTPException) as error:
+                reason = getattr(error, "reason", error)  # URLError wraps the socket error
+                if isinstance(reason, ssl.SSLCertVerificationError):
+                    raise BackendError(
+                        _redact(f"POST {self._url}: TLS certificate rejected: {reason}", key)
+                    ) from None
+                problem = _connection_problem(reason, self.timeout)
+            if attempt < attempts:
+                time.sleep(self._pause(attempt, retry_after))
+        raise BackendError(
+            _redact(
+                f"POST {self._url} (model {self.model!r}) failed after {attempts} "
+                f"attempt{'s' if attempts > 1 else ''}; "
+                f"last error: {problem}",
+                key,
+            )
+        )
+
+    def _send(self, data: bytes, key: str | None) -> bytes:
+        request = urllib.request.Request(
+            self._url,
+            data=data,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": _USER_AGENT,
+            },
+        )
+        if key:
+            request.add_unredirected_header("Authorization", f"Bearer {key}")
+        deadline = time.monotonic() + self.timeout
+        with self._opener.open(request, timeout=self.timeout) as response:
+            # The socket timeout bounds each read; the deadline stops a server that trickles.
+            chunks = []
+            while chunk := response.read1(_READ_CHUNK):
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"response body still arriving after {self.timeout} s")
+            return b"".join(chunks)
+
+    def _pause(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``attempt`` (1-based): the server's ``Retry-After``
+        when given, else ``backoff * 2**(attempt - 1)`` scaled by a random factor in
+        [0.5, 1] so that clients that failed together do not retry together."""
+        if retry_after is None:
+            retry_after = self.backoff * 2 ** (attempt - 1) * self._random.uniform(0.5, 1.0)
+        return min(retry_after, self.max_wait)
+
+    def _rejected(self, error: urllib.error.HTTPError, detail: str, key: str | None) -> str:
+        message = (
+            f"POST {self._url} (model {self.model!r}) was rejected with HTTP {error.code}: "
+            f"{detail}; not retried, since the same request would fail again"
+        )
+        if error.code in (401, 403):
+            state = "is set" if key else "is not set"
+            message += f" (the API key is read from ${self.api_key_env}, which {state})"
+        elif 300 <= error.code < 400:
+            location = error.headers.get("Location", "?") if error.headers else "?"
+            message += f" (redirects are not followed; use the final URL {location} as base_url)"
+        return _redact(message, key)
+
+    def _candidate_logprobs(self, payload: Any, candidates: Sequence[str]) -> dict[str, float]:
+        choice = _first_choice(payload)
+        logprobs = choice.get("logprobs")
+        content = logprobs.get("content") if isinstance(logprobs, dict) else None
+        first = content[0] if isinstance(content, list) and content else None
+        if first is not None and not isinstance(first, dict):
+            raise _MalformedResponse(f"choices[0].logprobs.content[0] is {_describe(first)}")
+        top = first.get("top_logprobs") if first is not None else None
+        if top is not None and not isinstance(top, list):
+            raise _MalformedResponse("choices[0].logprobs.content[0].top_logprobs is not a list")
+        if not top:  # the chosen token alone cannot rank the candidates
+            raise BackendError(
+                f"{self.name}: the server does not provide token log-probabilities "
+                "(no choices[0].logprobs.content[0].top_logprobs in its answer; "
+                "agents.serve provides them with send_candidates=True); "
+                "parse the answer text instead"
+            )
+        by_stripped: dict[str, list[str]] = {}
+        for candidate in candidates:
+            by_stripped.setdefault(candidate.strip(), []).append(candidate)
+        scores = dict.fromkeys(candidates, -math.inf)
+        # The chosen token counts too: some servers leave it out of top_logprobs.
+        for index, entry in enumerate([first, *top]):
+            where = "content[0]" if index == 0 else f"content[0].top_logprobs[{index - 1}]"
+            token, logprob = _token_and_logprob(entry, where)
+            for candidate in by_stripped.get(token.strip(), ()):
+                scores[candidate] = max(scores[candidate], logprob)
+        return scores
+
+
+def _api_root(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"base_url: expected http(s)://host[:port][/path], e.g. http://127.0.0.1:8000/v1, "
+            f"got {base_url!r}"
+        )
+    if parts.username or parts.password:
+        raise ValueError(
+            "base_url: contains credentials, which would show in names and logs; "
+            "put the key in the environment variable named by api_key_env instead"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url: expected no query or fragment, got {base_url!r}")
+    path = parts.path.rstrip("/") or "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _MalformedResponse(f"body is not JSON ({error})") from None
+
+
+def _describe(value: Any) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _first_choice(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise _MalformedResponse(f"expected a JSON object, got {_describe(payload)}")
+    choices = payload.get("choices")
+    if not isinstance(choices, list) or not choices:
+        error = payload.get("error")
+        reported = f" (the server reported: {error})" if error else ""
+        raise _MalformedResponse(f"no choices: expected a non-empty list 'choices'{reported}")
+    if not isinstance(choices[0], dict):
+        raise _MalformedResponse(f"choices[0] is {_describe(choices[0])}, expected an object")
+    return choices[0]
+
+
+def _token_and_logprob(entry: Any, where: str) -> tuple[str, float]:
+    token = entry.get("token") if isinstance(entry, dict) else None
+    logprob = entry.get("logprob") if isinstance(entry, dict) else None
+    is_number = isinstance(logprob, (int, float)) and not isinstance(logprob, bool)
+    if not isinstance(token, str) or not is_number:
+        raise _MalformedResponse(
+            f"choices[0].logprobs.{where} needs a string 'token' and a number 'logprob', "
+            f"got {entry!r:.100}"
+        )
+    return token, float(logprob)
+
+
+def _parse_generation(payload: Any) -> Generation:
+    choice = _first_choice(payload)
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _MalformedResponse(f"choices[0].message is {_describe(message)}, expected an object")
+    text = message.get("content")
+    if not isinstance(text, str):
+        raise _MalformedResponse(
+            f"choices[0].message.content is {_describe(text)}, expected a string"
+        )
+    finish_reason = "length" if choice.get("finish_reason") == "length" else "stop"
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list):  # the server ignored the request for log-probabilities
+        return Generation(text=text, finish_reason=finish_reason)
+    pairs = [_token_and_logprob(entry, f"content[{i}]") for i, entry in enumerate(content)]
+    return Generation(
+        text=text,
+        finish_reason=finish_reason,
+        tokens=[token for token, _ in pairs],
+        logprobs=[logprob for _, logprob in pairs],
+    )
+
+
+def _error_detail(error: urllib.error.HTTPError) -> str:
+    """The server's own words about an error status, shortened."""
+    try:
+        raw = error.read(64 * 1024)
+    except (OSError, http.client.HTTPException):
+        raw = b""
+    finally:
+        error.close()
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict):  # {"error": {"message": ...}}, {"error": "..."}, {"detail": ...}
+        found = payload.get("error", payload.get("detail", payload.get("message")))
+        if isinstance(found, dict):
+            found = found.get("message", found)
+        if found:
+            text = str(found)
+    text = text or error.reason or "(no body)"
+    return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + "..."
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    """``Retry-After`` in seconds (given as seconds or as an HTTP date), None if absent."""
+    value = headers.get("Retry-After") if headers is not None else None
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return seconds if seconds >= 0 else 0.0  # also maps NaN to 0
+
+
+def _connection_problem(reason: Any, timeout: float) -> str:
+    if isinstance(reason, TimeoutError):
+        return f"timed out after {timeout} s ({reason})"
+    return f"connection failed: {type(reason).__name__}: {reason}"
+
+
+def _redact(text: str, key: str | None) -> str:
+    return text.replace(key, "[redacted]") if key else text

@@ -1,0 +1,396 @@
+"""A local causal LM behind the backend interface: batched generation with real log-probabilities.
+
+Generation runs its own decode loop instead of ``model.generate``: one prefill of the
+left-padded batch, then one token per step from the KV cache. That keeps what a trainer
+needs exact (the log-probability of each sampled token under logits / temperature, before
+top-p/top-k truncation, recorded at sampling time) and keeps the loop small enough to
+optimise. Conversations are sorted by length and cut into micro-batches to limit padding.
+
+>>> backend = TransformersBackend("smollm2")                      # doctest: +SKIP
+>>> [g.text for g in backend.generate([[{"role": "user", "content": "Hi!"}]],
+...                                   GenerationSettings(max_new_tokens=20))]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from agents.backends.base import (
+    BackendError,
+    Conversation,
+    Generation,
+    GenerationSettings,
+)
+from agents.models import resolve_model
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        value = getattr(torch, dtype)
+    except AttributeError:
+        value = None
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"dtype: {dtype!r} is not a torch dtype (try float32, bfloat16, float16)")
+    return value
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """transformers 5.x renamed ``past_key_values`` to ``cache``; support both."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _output_cache(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+class TransformersBackend:
+    """A causal LM (optionally with a LoRA adapter) on CPU or CUDA.
+
+    ``model`` is a registry name (``smollm2``), a local folder or a hub id; ``adapter`` a
+    peft adapter folder. ``max_batch_size`` caps how many conversations share one forward.
+    """
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        adapter: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch_size: int = 64,
+        cache: str | None = None,
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = pick_device(device)
+        torch_dtype = pick_dtype(dtype, self.device)
+        path = resolve_model(model, cache)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            network = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        except OSError as error:
+            raise BackendError(
+                f"cannot load model {model!r} from {path!r}: {error}. Give a registered name "
+                f"(negotiate models list), a local folder, or a hub id with network access."
+            ) from None
+        if adapter:
+            from peft import PeftModel
+
+            network = PeftModel.from_pretrained(network, adapter)
+        network.to(self.device).eval()
+        self.name = f"hf:{model}" + (f"+{adapter}" if adapter else "")
+        self._setup(network, tokenizer, max_batch_size)
+
+    @classmethod
+    def from_objects(
+        cls,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        name: str = "hf:in-memory",
+        max_batch_size: int = 64,
+    ) -> TransformersBackend:
+        """Wrap a model and tokenizer already in memory (e.g. the policy a trainer updates)."""
+        backend = cls.__new__(cls)
+        backend.device = next(model.parameters()).device
+        backend.name = name
+        backend._setup(model, tokenizer, max_batch_size)
+        return backend
+
+    def _setup(self, model: torch.nn.Module, tokenizer: Any, max_batch_size: int) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size: must be at least 1, got {max_batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.pad_token_id = tokenizer.pad_token_id
+        self.stop_token_ids = self._end_of_turn_ids()
+        self._cache_keyword = _cache_keyword(model)
+
+    def _end_of_turn_ids(self) -> list[int]:
+        ids = set()
+        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (config_eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        vocabulary = self.tokenizer.get_vocab()
+        ids.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
+        return sorted(ids)
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, conversation: Conversation, assistant_prefix: str = "") -> str:
+        """The chat template applied to ``conversation``, ready for the assistant to speak."""
+        messages = [{"role": m["role"], "content": m["content"]} for m in conversation]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        else:  # base models without a template: a plain transcript
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return text + assistant_prefix
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        # The template already holds the special tokens it needs.
+        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices grouped into micro-batches of similar length (less padding)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        return [
+            order[i : i + self.max_batch_size] for i in range(0, len(order), self.max_batch_size)
+        ]
+
+    def _left_pad(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            if sequence:
+                ids[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+                mask[row, width - len(sequence) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: Any,
+        last_only: bool = True,
+    ) -> Any:
+        kwargs = {self._cache_keyword: cache}
+        if last_only:
+            kwargs["logits_to_keep"] = 1
+        return self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
+        )
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings
+    ) -> list[Generation]:
+        """One generation per conversation, in order; see :class:`Generation` for the fields."""
+        if not conversations:
+            return []
+        prompts = self.encode([self.render(c) for c in conversations])
+        return self.generate_from_ids(prompts, settings)
+
+    @torch.inference_mode()
+    def generate_from_ids(
+        self, prompts: Sequence[Sequence[int]], settings: GenerationSettings
+    ) -> list[Generation]:
+        """Like :meth:`generate` for prompts already tokenised."""
+        results: list[Generation | None] = [None] * len(prompts)
+        generator = None
+        if settings.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(settings.seed)
+        for batch in self._batches([len(p) for p in prompts]):
+            for index, generation in zip(
+                batch, self._decode([prompts[i] for i in batch], settings, generator), strict=True
+            ):
+                results[index] = generation
+        return results  # type: ignore[return-value]
+
+    def _sample(
+        self, logits: torch.Tensor, settings: GenerationSettings, generator: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next token of each row and its log-probability under logits / temperature."""
+        logits = logits.float()
+        temperature = settings.temperature if settings.temperature > 0 else 1.0
+        log_probs = torch.log_softmax(logits / temperature, dim=-1)
+        if settings.temperature == 0:
+            tokens = log_probs.argmax(dim=-1)
+        else:
+            filtered = log_probs
+            if settings.top_k and settings.top_k < filtered.shape[-1]:
+                kth = torch.topk(filtered, settings.top_k, dim=-1).values[:, -1:]
+                filtered = filtered.masked_fill(filtered < kth, float("-inf"))
+            if settings.top_p < 1.0:
+                sorted_values, sorted_index = torch.sort(filtered, dim=-1, descending=True)
+                cumulative = sorted_values.softmax(dim=-1).cumsum(dim=-1)
+                # drop a token when the tokens before it already reach top_p
+                drop_sorted = cumulative - sorted_values.softmax(dim=-1) >= settings.top_p
+                drop = drop_sorted.scatter(-1, sorted_index, drop_sorted)
+                filtered = filtered.masked_fill(drop, float("-inf"))
+            probabilities = filtered.softmax(dim=-1)
+            tokens = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+        return tokens, log_probs.gather(-1, tokens[:, None]).squeeze(-1)
+
+    def _decode(
+        self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, generator: Any
+    ) -> list[Generation]:
+        ids, mask = self._left_pad(prompts)
+        rows = ids.shape[0]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        output = self._forward(ids, mask, positions, cache=None)
+        cache = _output_cache(output)
+        logits = output.logits[:, -1, :]
+        stop_ids = torch.tensor(self.stop_token_ids, device=self.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        stopped_by_text = [False] * rows
+        tokens_per_step, logprobs_per_step = [], []
+        next_position = positions[:, -1:] + 1
+        for step in range(settings.max_new_tokens):
+            tokens, logprobs = self._sample(logits, settings, generator)
+            tokens = tokens.masked_fill(finished, self.pad_token_id)
+            tokens_per_step.append(tokens)
+            logprobs_per_step.append(logprobs)
+            finished = finished | torch.isin(tokens, stop_ids)
+            if settings.stop:
+                finished = finished | self._hit_stop_strings(
+                    tokens_per_step, finished, settings.stop, stopped_by_text
+                )
+            if bool(finished.all()) or step == settings.max_new_tokens - 1:
+                break
+            mask = torch.cat(
+                [mask, torch.ones((rows, 1), dtype=mask.dtype, device=self.device)], dim=1
+            )
+            output = self._forward(tokens[:, None], mask, next_position, cache)
+            cache = _output_cache(output)
+            logits = output.logits[:, -1, :]
+            next_position = next_position + 1
+        return self._collect(prompts, tokens_per_step, logprobs_per_step, settings, stopped_by_text)
+
+    def _hit_stop_strings(
+        self,
+        steps: list[torch.Tensor],
+        finished: torch.Tensor,
+        stops: Sequence[str],
+        stopped_by_text: list[bool],
+    ) -> torch.Tensor:
+        hit = torch.zeros_like(finished)
+        generated = torch.stack(steps, dim=1).tolist()
+        for row, done in enumerate(finished.tolist()):
+            if done:
+                continue
+            text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
+            if any(stop in text for stop in stops):
+                hit[row] = True
+                stopped_by_text[row] = True
+        return hit
+
+    def _collect(
+        self,
+        prompts: Sequence[Sequence[int]],
+        steps: list[torch.Tensor],
+        step_logprobs: list[torch.Tensor],
+        settings: GenerationSettings,
+        stopped_by_text: list[bool],
+    ) -> list[Generation]:
+        tokens = torch.stack(steps, dim=1).tolist()
+        logprobs = torch.stack(step_logprobs, dim=1).tolist()
+        stop_set = set(self.stop_token_ids)
+        generations = []
+        for row, prompt in enumerate(prompts):
+            kept, kept_logprobs, reason = [], [], "length"
+            for token, logprob in zip(tokens[row], logprobs[row], strict=True):
+                kept.append(token)
+                kept_logprobs.append(logprob)
+                if token in stop_set:
+                    reason = "stop"
+                    break
+            text_ids = kept[:-1] if reason == "stop" else kept
+            text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+            if stopped_by_text[row]:
+                reason = "stop"
+                text = _cut_at_stop(text, settings.stop)
+            generations.append(
+                Generation(
+                    text=text.strip(),
+                    finish_reason=reason,
+                    token_ids=kept,
+                    logprobs=kept_logprobs if settings.logprobs else None,
+                    prompt_token_ids=list(prompt),
+                )
+            )
+        return generations
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def sequence_logprobs(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        completion_ids: Sequence[Sequence[int]],
+        temperature: float = 1.0,
+    ) -> list[list[float]]:
+        """log p(completion token | prompt, earlier completion tokens) for each pair, by one forward pass."""
+        sequences = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
+        results: list[list[float] | None] = [None] * len(sequences)
+        scale = temperature if temperature > 0 else 1.0
+        for batch in self._batches([len(s) for s in sequences]):
+            ids, mask = self._left_pad([sequences[i] for i in batch])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions
+            ).logits.float()
+            log_probs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)
+            targets = log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            width = ids.shape[1]
+            for row, index in enumerate(batch):
+                n = len(completion_ids[index])
+                results[index] = targets[row, width - 1 - n : width - 1].tolist() if n else []
+        return results  # type: ignore[return-value]
+
+    def continuation_logprobs(
+        self,
+        conversations: Sequence[Conversation],
+        continuations: Sequence[str],
+        assistant_prefix: str = "",
+    ) -> list[float]:
+        """log p(continuation) after each rendered conversation (and prefix): sums over tokens."""
+        prompts = self.encode([self.render(c, assistant_prefix) for c in conversations])
+        completions = self.encode(list(continuations))
+        return [sum(values) for values in self.sequence_logprobs(prompts, completions)]
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self,
+        conversations: Sequence[Conversation],
+        candidates: Sequence[str],
+        assistant_prefix: str = "",
+    ) -> list[dict[str, float]]:
+        """log p(first token of each candidate) as the assistant's next token, per conversation."""
+        candidate_ids = []
+        for candidate in candidates:
+            ids = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError(f"candidate {candidate!r} encodes to no tokens")
+            candidate_ids.append(ids[0])
+        prompts = self.encode([self.render(c, assistant_prefix) for c in conversations])
+        results: list[dict[str, float] | None] = [None] * len(prompts)
+        index_tensor = torch.tensor(candidate_ids, device=self.device)
+        for batch in self._batches([len(p) for p in prompts]):
+            ids, mask = self._left_pad([prompts[i] for i in batch])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+            ).logits
+            log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, index_tensor]
+            for row, index in enumerate(batch):
+                results[index] = dict(zip(candidates, log_probs[row].tolist(), strict=True))
+        return results  # type: ignore[return-value]
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text[:cut] if cut >= 0 else text

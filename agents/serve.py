@@ -1,0 +1,429 @@
+"""Serve any :class:`~agents.backends.base.LLMBackend` as an OpenAI-compatible HTTP API.
+
+Useful to run a local model in one process and use it from others, e.g. a judge when GPU
+memory is short: the other processes talk to it with
+:class:`~agents.backends.openai_backend.OpenAIBackend`.
+
+>>> from agents.backends.openai_backend import OpenAIBackend
+>>> with ChatCompletionServer(my_backend) as server:  # doctest: +SKIP
+...     remote = OpenAIBackend(server.url, server.model_name)
+...     remote.generate([[{"role": "user", "content": "Hi"}]], GenerationSettings())
+
+Endpoints:
+
+- ``POST /v1/chat/completions`` reads ``messages`` (required), ``max_tokens`` (or
+  ``max_completion_tokens``), ``temperature``, ``top_p``, ``top_k``, ``seed``, ``stop``,
+  ``logprobs``, ``top_logprobs`` and the extension ``candidates``. Omitted sampling fields
+  take :class:`~agents.backends.base.GenerationSettings`' defaults; ``model`` and fields
+  not listed here are ignored; ``stream`` and ``n`` > 1 are refused.
+- ``GET /v1/models`` lists the one model served, named ``model_name``.
+
+Scoring requests: when ``max_tokens`` is 1, ``top_logprobs`` > 0 and the request lists
+``candidates`` (strings; :class:`~agents.backends.openai_backend.OpenAIBackend` sends them
+when created with ``send_candidates=True``), the answer comes from ``backend.next_token_logprobs`` alone: the
+reply is the most likely candidate and ``top_logprobs`` of the first position lists the
+candidates by log-probability (those the backend cannot score are left out). A final
+assistant message is passed as ``assistant_prefix``. Without ``candidates``, the
+``top_logprobs`` lists stay empty.
+
+JSON has no infinity, so a log-probability of ``-inf`` is sent as -9999.0 (vLLM's
+convention). Requests are served on threads, but calls into the backend take turns under
+a lock, since a local model is not safe to drive from several threads at once.
+Bad requests get HTTP 400 and backend exceptions HTTP 500, both with
+``{"error": {"message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socketserver
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from agents.backends.base import Generation, GenerationSettings, LLMBackend, Message
+
+ROLES = ("system", "user", "assistant")
+MAX_TOP_LOGPROBS = 20
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+NEG_INF_LOGPROB = -9999.0  # what vLLM sends for -inf, which JSON cannot carry
+
+
+class BadRequest(ValueError):
+    """A request the server cannot serve; the message names the field and what is accepted."""
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A parsed ``/v1/chat/completions`` request."""
+
+    messages: list[Message]
+    settings: GenerationSettings
+    top_logprobs: int = 0
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def is_scoring(self) -> bool:
+        return bool(self.candidates) and self.top_logprobs > 0 and self.settings.max_new_tokens == 1
+
+
+def parse_chat_request(payload: Any) -> ChatRequest:
+    """Check a request body and turn it into messages and settings; raises :class:`BadRequest`."""
+    if not isinstance(payload, dict):
+        raise BadRequest("request body: expected a JSON object")
+    if payload.get("stream"):
+        raise BadRequest("stream: streaming is not supported; send stream=false or leave it out")
+    if payload.get("n") not in (None, 1):
+        raise BadRequest(f"n: only 1 choice per request is supported, got {payload['n']!r}")
+    defaults = GenerationSettings()
+    max_tokens_field = "max_tokens" if "max_tokens" in payload else "max_completion_tokens"
+    stop = payload.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    try:
+        settings = GenerationSettings(
+            max_new_tokens=_integer(payload, max_tokens_field, defaults.max_new_tokens, 1),
+            temperature=_number(payload, "temperature", defaults.temperature, 0.0),
+            top_p=_number(payload, "top_p", defaults.top_p, 0.0, 1.0, open_below=True),
+            top_k=_integer(payload, "top_k", defaults.top_k, 0),
+            seed=_integer(payload, "seed", None),
+            stop=tuple(_strings(stop, "stop")),
+            logprobs=_boolean(payload, "logprobs", False),
+        )
+    except ValueError as error:  # GenerationSettings' own checks, in case ours missed one
+        raise BadRequest(str(error)) from None
+    return ChatRequest(
+        messages=_messages(payload.get("messages")),
+        settings=settings,
+        top_logprobs=_integer(payload, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS),
+        candidates=tuple(_strings(payload.get("candidates"), "candidates")),
+    )
+
+
+class ChatCompletionServer:
+    """An OpenAI-compatible HTTP server around ``backend``, on a background thread.
+
+    ``port=0`` picks a free port; :attr:`url` tells which. The server listens from
+    construction on; :meth:`start` begins answering, :meth:`stop` waits for requests in
+    progress and closes the port (a stopped server cannot be started again).
+
+    >>> with ChatCompletionServer(my_backend, port=8000) as server:  # doctest: +SKIP
+    ...     print(server.url)
+    http://127.0.0.1:8000/v1
+    """
+
+    def __init__(
+        self,
+        backend: LLMBackend,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model_name: str | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.model_name = model_name or backend.name
+        self.verbose = verbose
+        self._backend_turn = threading.Lock()
+        self._httpd = _HTTPServer((host, port), _Handler)
+        self._httpd.app = self
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        """The API root to give clients, e.g. ``http://127.0.0.1:PORT/v1``."""
+        host, port = self._httpd.server_address[:2]
+        if host in ("", "0.0.0.0"):  # listening everywhere; this machine reaches it here
+            host = "127.0.0.1"
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> ChatCompletionServer:
+        if self._closed:
+            raise RuntimeError("this server was stopped; create a new ChatCompletionServer")
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.05},  # how soon stop() is noticed
+                name=f"serve-{self.model_name}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        if not self._closed:
+            self._httpd.server_close()
+            self._closed = True
+
+    def __enter__(self) -> ChatCompletionServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def complete(self, request: ChatRequest) -> dict[str, Any]:
+        """The response body for ``request``, in the OpenAI ``chat.completion`` shape."""
+        if request.is_scoring:
+            return self._score(request)
+        with self._backend_turn:
+            generations = self.backend.generate([request.messages], request.settings)
+        if len(generations) != 1:
+            raise RuntimeError(f"backend returned {len(generations)} generations for 1 request")
+        generation = generations[0]
+        logprobs = None
+        if request.settings.logprobs and generation.logprobs is not None:
+            names = _token_names(generation)
+            logprobs = {
+                "content": [
+                    {"token": name, "logprob": _json_logprob(value), "top_logprobs": []}
+                    for name, value in zip(names, generation.logprobs, strict=True)
+                ]
+            }
+        return self._completion(
+            generation.text, generation.finish_reason, logprobs, _usage(generation)
+        )
+
+    def _score(self, request: ChatRequest) -> dict[str, Any]:
+        messages, prefix = request.messages, ""
+        if messages[-1]["role"] == "assistant":
+            messages, prefix = messages[:-1], messages[-1]["content"]
+        with self._backend_turn:
+            [scores] = self.backend.next_token_logprobs([messages], request.candidates, prefix)
+        ranked = sorted(
+            ((c, scores.get(c, -math.inf)) for c in dict.fromkeys(request.candidates)),
+            key=lambda pair: pair[1],
+            reverse=True,
+        )
+        top = [
+            {"token": token, "logprob": value}
+            for token, value in ranked[: request.top_logprobs]
+            if math.isfinite(value)
+        ]
+        best, best_logprob = ranked[0]
+        first = {"token": best, "logprob": _json_logprob(best_logprob), "top_logprobs": top}
+        return self._completion(best, "length", {"content": [first]}, {"completion_tokens": 1})
+
+    def _completion(
+        self, text: str, finish_reason: str, logprobs: dict | None, usage: dict[str, int]
+    ) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish_reason,
+                    "logprobs": logprobs,
+                }
+            ],
+            "usage": usage,
+        }
+
+    def models(self) -> dict[str, Any]:
+        model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "local"}
+        return {"object": "list", "data": [model]}
+
+
+def serve_forever(
+    backend: LLMBackend,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    model_name: str | None = None,
+    verbose: bool = True,
+) -> None:
+    """Serve ``backend`` until Ctrl-C; for a command-line entry point."""
+    server = ChatCompletionServer(backend, host, port, model_name, verbose)
+    print(f"serving {server.model_name} at {server.url} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        server.stop()
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    app: ChatCompletionServer
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can stall on a slow resolver.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "negotiation-alignment"
+
+    def do_GET(self) -> None:
+        if self._route() == "/v1/models":
+            self._send(200, self.server.app.models())
+        else:
+            self._send_error(404, f"no such endpoint: GET {self.path}; try GET /v1/models")
+
+    def do_POST(self) -> None:
+        if self._route() != "/v1/chat/completions":
+            self._send_error(404, f"no such endpoint: POST {self.path}; try /v1/chat/completions")
+            return
+        try:
+            request = parse_chat_request(self._read_json())
+        except BadRequest as error:
+            self._send_error(400, str(error))
+            return
+        try:
+            response = self.server.app.complete(request)
+        except Exception as error:  # the client gets the reason; the server keeps serving
+            self._send_error(500, f"backend failed: {type(error).__name__}: {error}")
+            return
+        self._send(200, response)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.app.verbose:
+            super().log_message(format, *args)
+
+    def _route(self) -> str:
+        return urllib.parse.urlsplit(self.path).path.rstrip("/")
+
+    def _read_json(self) -> Any:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise BadRequest("Content-Length: header required, with the body's size in bytes")
+        if int(length) > MAX_REQUEST_BYTES:
+            raise BadRequest(f"request body: larger than {MAX_REQUEST_BYTES} bytes")
+        try:
+            return json.loads(self.rfile.read(int(length)))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise BadRequest(f"request body: not valid JSON ({error})") from None
+
+    def _send_error(self, status: int, message: str) -> None:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        self._send(status, {"error": {"message": message, "type": kind}})
+
+    def _send(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, allow_nan=False).encode("utf-8")
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (its timeout); nothing left to tell it
+
+
+def _messages(value: Any) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest("messages: required, a non-empty list of {role, content} objects")
+    messages = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise BadRequest(f"messages[{index}]: expected an object with role and content")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise BadRequest(f"messages[{index}].role: expected one of {ROLES}, got {role!r}")
+        if not isinstance(content, str):
+            raise BadRequest(f"messages[{index}].content: expected a string, got {content!r:.80}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _integer(
+    payload: dict[str, Any],
+    field: str,
+    default: int | None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> Any:
+    value = payload.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{field}: expected an integer, got {value!r:.80}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise BadRequest(f"{field}: expected an integer {bounds}, got {value}")
+    return value
+
+
+def _number(
+    payload: dict[str, Any],
+    field: str,
+    default: float,
+    minimum: float,
+    maximum: float | None = None,
+    open_below: bool = False,
+) -> float:
+    value = payload.get(field)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BadRequest(f"{field}: expected a number, got {value!r:.80}")
+    too_low = value <= minimum if open_below else value < minimum
+    if too_low or (maximum is not None and value > maximum):
+        low = "(" if open_below else "["
+        bounds = f">= {minimum}" if maximum is None else f"in {low}{minimum}, {maximum}]"
+        raise BadRequest(f"{field}: expected a number {bounds}, got {value}")
+    return float(value)
+
+
+def _boolean(payload: dict[str, Any], field: str, default: bool) -> bool:
+    value = payload.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"{field}: expected true or false, got {value!r:.80}")
+    return value
+
+
+def _strings(value: Any, field: str) -> Sequence[str]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise BadRequest(f"{field}: expected a list of non-empty strings, got {value!r:.80}")
+    return value
+
+
+def _token_names(generation: Generation) -> list[str]:
+    count = len(generation.logprobs or ())
+    if generation.tokens is not None and len(generation.tokens) == count:
+        return list(generation.tokens)
+    if len(generation.token_ids) == count:  # vLLM's spelling when token strings are unknown
+        return [f"token_id:{token_id}" for token_id in generation.token_ids]
+    return [""] * count
+
+
+def _usage(generation: Generation) -> dict[str, int]:
+    usage = {}
+    if generation.prompt_token_ids is not None:
+        usage["prompt_tokens"] = len(generation.prompt_token_ids)
+    if generation.token_ids:
+        usage["completion_tokens"] = len(generation.token_ids)
+    elif generation.tokens is not None:
+        usage["completion_tokens"] = len(generation.tokens)
+    if len(usage) == 2:
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
+
+
+def _json_logprob(value: float) -> float:
+    return value if math.isfinite(value) else NEG_INF_LOGPROB

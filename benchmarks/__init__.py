@@ -1,0 +1,1 @@
+"""Benchmarks: the evaluation suite and the performance suite (see benchmarks/README.md)."""

@@ -1,0 +1,43 @@
+"""A short description of the machine a benchmark ran on, printed and stored with its figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+
+def describe_machine() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/meminfo") as handle:
+            total_kb = int(handle.readline().split()[1])
+        info["memory_gib"] = round(total_kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    device = (
+        info.get("cuda") or f"{info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores"
+    )
+    return f"{device}; torch {info['torch']} ({info['torch_threads']} threads); Python {info['python']}"

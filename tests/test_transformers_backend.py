@@ -1,0 +1,132 @@
+"""The transformers backend on the real embedded model: batching, limits, log-probabilities."""
+
+import math
+
+import pytest
+import torch
+
+from agents.backends.base import BackendError, GenerationSettings
+from agents.backends.transformers_backend import TransformersBackend
+from tests.conftest import chat
+
+QUESTIONS = [
+    "Should a school ban phones in class?",
+    "Is it fair to split a dinner bill evenly when one person only had soup and water?",
+    "Hi",
+    "Our team must choose between a cheaper vendor and a more reliable one. What matters most?",
+    "Should I tell my friend that the cake she baked tasted burnt?",
+]
+
+
+def test_batched_generation_returns_one_output_per_input_within_the_token_limit(smollm2):
+    settings = GenerationSettings(max_new_tokens=12, temperature=0.7, seed=0)
+    generations = smollm2.generate([chat(q) for q in QUESTIONS], settings)
+    assert len(generations) == len(QUESTIONS)
+    for generation in generations:
+        assert 1 <= len(generation.token_ids) <= 12
+        assert len(generation.logprobs) == len(generation.token_ids)
+        assert generation.finish_reason in ("stop", "length")
+        assert generation.finish_reason == "stop" or len(generation.token_ids) == 12
+        assert all(lp <= 0.0 for lp in generation.logprobs)
+    assert smollm2.generate([], settings) == []
+
+
+def test_sampled_logprobs_match_a_fresh_forward_pass(smollm2):
+    settings = GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.95, seed=1)
+    generations = smollm2.generate([chat(q) for q in QUESTIONS], settings)
+    fresh = smollm2.sequence_logprobs(
+        [g.prompt_token_ids for g in generations],
+        [g.token_ids for g in generations],
+        temperature=0.7,
+    )
+    for generation, expected in zip(generations, fresh, strict=True):
+        assert generation.logprobs == pytest.approx(expected, abs=1e-3)
+
+
+def test_greedy_batched_equals_one_by_one_despite_padding(smollm2):
+    settings = GenerationSettings(max_new_tokens=10, temperature=0)
+    batched = smollm2.generate([chat(q) for q in QUESTIONS], settings)
+    for question, together in zip(QUESTIONS, batched, strict=True):
+        alone = smollm2.generate([chat(question)], settings)[0]
+        assert alone.token_ids == together.token_ids
+
+
+def test_same_seed_same_sample_and_small_micro_batches_change_nothing(smollm2):
+    settings = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=7)
+    first = smollm2.generate([chat(q) for q in QUESTIONS[:2]], settings)
+    second = smollm2.generate([chat(q) for q in QUESTIONS[:2]], settings)
+    assert [g.token_ids for g in first] == [g.token_ids for g in second]
+    greedy = GenerationSettings(max_new_tokens=6, temperature=0)
+    small = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer, max_batch_size=2)
+    assert [g.text for g in small.generate([chat(q) for q in QUESTIONS], greedy)] == [
+        g.text for g in smollm2.generate([chat(q) for q in QUESTIONS], greedy)
+    ]
+
+
+def test_stop_strings_end_the_text(smollm2):
+    prompt = [chat("Count from 1 to 20.")]
+    free = smollm2.generate(prompt, GenerationSettings(max_new_tokens=24, temperature=0))[0]
+    assert "\n" in free.text
+    stopped = smollm2.generate(
+        prompt, GenerationSettings(max_new_tokens=24, temperature=0, stop=("\n",))
+    )[0]
+    assert "\n" not in stopped.text and stopped.finish_reason == "stop"
+    assert len(stopped.token_ids) < len(free.token_ids)
+    assert free.text.startswith(stopped.text)
+
+
+def test_next_token_logprobs_agree_with_continuation_scoring(smollm2):
+    conversations = [chat("Rate this plan from 0 to 5: share the cost 50/50.")] * 2
+    digits = [str(d) for d in range(6)]
+    next_token = smollm2.next_token_logprobs(conversations, digits, assistant_prefix="Score: ")
+    assert next_token[0] == pytest.approx(next_token[1])
+    assert set(next_token[0]) == set(digits)
+    total = sum(math.exp(v) for v in next_token[0].values())
+    assert 0.0 < total <= 1.0 + 1e-6
+    continuation = smollm2.continuation_logprobs(
+        conversations[:1] * 6, digits, assistant_prefix="Score: "
+    )
+    assert continuation == pytest.approx([next_token[0][d] for d in digits], abs=1e-4)
+
+
+def test_lora_adapter_is_loaded_and_changes_the_model(smollm2, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    copy = TransformersBackend("smollm2")  # a second copy: peft modifies the model in place
+    peft_model = get_peft_model(
+        copy.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    adapted = TransformersBackend("smollm2", adapter=str(tmp_path / "adapter"))
+    conversation = [chat("Should we buy the cheaper laptop?")]
+    base_scores = smollm2.next_token_logprobs(conversation, ["Yes", "No"])[0]
+    adapted_scores = adapted.next_token_logprobs(conversation, ["Yes", "No"])[0]
+    assert adapted.name.endswith(str(tmp_path / "adapter"))
+    assert adapted_scores != pytest.approx(base_scores, abs=1e-4)
+
+
+def test_unknown_model_fails_fast_offline_with_a_clear_error():
+    with pytest.raises(BackendError, match="cannot load model 'no-such-org/no-such-model'"):
+        TransformersBackend("no-such-org/no-such-model")
+
+
+def test_bad_settings_are_rejected_naming_the_field():
+    for bad, field in (
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            GenerationSettings(**bad)
+    with pytest.raises(ValueError, match="dtype"):
+        TransformersBackend("smollm2", dtype="float13")
+
+
+def test_bf16_backend_generates(smollm2):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no bf16 support")
+    bf16 = TransformersBackend("smollm2", dtype="bfloat16")
+    generation = bf16.generate(
+        [chat("Say hello.")], GenerationSettings(max_new_tokens=5, temperature=0)
+    )[0]
+    assert generation.token_ids and bf16.model.dtype == torch.bfloat16
