@@ -13,9 +13,46 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+class DataFileError(ValueError):
+    """A data file is malformed; the message names the file, the line and the field."""
+
+    def __init__(self, path: str | Path, line: int | None, field: str | None, message: str):
+        self.path, self.line, self.field = str(path), line, field
+        where = f"{path}:{line}" if line is not None else str(path)
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+
+
+def read_jsonl(
+    path: str | Path, error: type[DataFileError] = DataFileError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a data file; bad lines raise ``error``."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(path, None, None, "file not found")
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as decode_error:
+                raise error(
+                    path,
+                    line_no,
+                    None,
+                    f"not valid JSON ({decode_error.msg} at column {decode_error.colno})",
+                ) from None
+            if not isinstance(record, dict):
+                raise error(
+                    path, line_no, None, f"expected a JSON object, got {type(record).__name__}"
+                )
+            yield line_no, record
 
 
 def _lines(records: Iterable[dict[str, Any]]) -> str:

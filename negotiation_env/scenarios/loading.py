@@ -14,7 +14,6 @@ is reported as ``FILE:LINE: field 'NAME': what is wrong``; nothing is skipped si
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from negotiation_env.jsonl import DataFileError
+from negotiation_env.jsonl import read_jsonl as read_data_lines
 from negotiation_env.scenarios.records import (
     CATEGORIES,
     SPLITS,
@@ -42,14 +43,8 @@ SHIPPED_FILES = {
 }
 
 
-class ScenarioDataError(ValueError):
+class ScenarioDataError(DataFileError):
     """A scenario file is malformed; the message names the file, the line and the field."""
-
-    def __init__(self, path: str | Path, line: int | None, field: str | None, message: str):
-        self.path, self.line, self.field = str(path), line, field
-        where = f"{path}:{line}" if line is not None else str(path)
-        what = f"field '{field}': " if field else ""
-        super().__init__(f"{where}: {what}{message}")
 
 
 def shipped_data_path(kind: str) -> Path:
@@ -59,24 +54,7 @@ def shipped_data_path(kind: str) -> Path:
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; malformed lines raise."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScenarioDataError(path, None, None, "file not found")
-    with path.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ScenarioDataError(
-                    path, line_no, None, f"not valid JSON ({error.msg} at column {error.colno})"
-                ) from None
-            if not isinstance(record, dict):
-                raise ScenarioDataError(
-                    path, line_no, None, f"expected a JSON object, got {type(record).__name__}"
-                )
-            yield line_no, record
+    return read_data_lines(path, ScenarioDataError)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""General-capability checks: did alignment training degrade the model's everyday abilities?"""
