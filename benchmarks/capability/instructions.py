@@ -328,8 +328,6 @@ def _parse_prompt(path: Path, line_no: int, record: Any) -> InstructionPrompt:
     def fail(field: str | None, message: str) -> InstructionDataError:
         return InstructionDataError(path, line_no, field, message)
 
-    if not isinstance(record, dict):
-        raise fail(None, f"expected a JSON object, got {type(record).__name__}")
     for field in record:
         if field not in ("id", "prompt", "checks"):
             raise fail(field, "unknown field; accepted: id, prompt, checks")
