@@ -22,9 +22,9 @@ ensure_env() {
     echo "dev.sh: creating virtual environment $VENV" >&2
     "$PYTHON" -m venv "$VENV"
   fi
-  # Reinstall only when the dependency files change.
+  # Reinstall only when the dependency files or the set of top-level packages change.
   local stamp
-  stamp="$VENV/.installed-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
+  stamp="$VENV/.installed-$( (cat pyproject.toml constraints.txt; ls -d */__init__.py) | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     echo "dev.sh: installing dependencies into $VENV (torch first, so pip keeps its build)" >&2
     "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"

@@ -185,6 +185,89 @@ def load_agent(spec: str, **options: Any) -> Any:
     )
 
 
+# The judges used when a command says ``--judge default``: chosen by measurement, see
+# docs/judges.md and ``python -m benchmarks.judge_quality``.
+# The rubric is the criterion's default wording unless the spec names one.
+DEFAULT_JUDGES = {
+    "reward": "qwen2.5-coder-0.5b?mode=expected",
+    "evaluation": "qwen2.5-coder-0.5b?mode=expected",
+    "agreement": "qwen2.5-coder-0.5b?mode=expected",
+}
+DEFAULT_RUBRICS = {"ca": "ca-v1", "conflict": "conflict-v1", "agreement": "agreement-v1"}
+_JUDGE_OPTIONS = (
+    "rubric",
+    "mode",
+    "injection",
+    "injection_penalty",
+    "include_transcript",
+    "max_retries",
+)
+_judge_caches: dict[str, Any] = {}
+
+
+def _judge_parts(spec: str, role: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(backend spec, judge options, backend options) of a judge spec."""
+    if spec == "default":
+        spec = DEFAULT_JUDGES[role]
+    base, options = split_spec(spec)
+    judge_options = {k: options.pop(k) for k in _JUDGE_OPTIONS if k in options}
+    cache_path = options.pop("judge_cache", None)
+    if cache_path is not None:
+        judge_options["cache"] = _judge_caches.setdefault(cache_path, _new_cache(cache_path))
+    return base, judge_options, options
+
+
+def _new_cache(path: str) -> Any:
+    from negotiation_env.judges.cache import JudgeCache
+
+    return JudgeCache(path)
+
+
+def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> Any:
+    """A judge from a spec: ``default``, ``rule`` (the deterministic test double), a
+    registered model, ``hf:PATH`` or ``openai:MODEL@URL``, with judge options
+    ``rubric``, ``mode`` (auto, expected, parsed), ``injection`` (strip, penalize, flag),
+    ``include_transcript``, ``judge_cache=PATH`` and the backend's own options.
+
+    ``criterion`` (``ca`` or ``conflict``) picks the rubric when the spec names none.
+    """
+    if spec in ("rule", "keyword"):
+        from negotiation_env.judges import KeywordRubricJudge
+
+        return KeywordRubricJudge()
+    if criterion not in ("ca", "conflict"):
+        raise AgentSpecError(f"criterion: {criterion!r} is not one of ['ca', 'conflict']")
+    base, judge_options, backend_options = _judge_parts(spec, role)
+    judge_options.setdefault("rubric", DEFAULT_RUBRICS[criterion])
+    from negotiation_env.judges.llm import LLMJudge
+
+    try:
+        return LLMJudge(load_backend(base, **backend_options), **judge_options)
+    except (TypeError, ValueError) as error:
+        raise AgentSpecError(f"judge spec {spec!r}: {error}") from None
+
+
+def load_agreement_detector(spec: str) -> Any:
+    """An agreement detector: ``marker`` (the env's default), ``default``, or an LLM spec
+    with options ``rubric``, ``threshold``, ``context_turns``, ``mode``."""
+    if spec == "marker":
+        from negotiation_env.judges import MarkerAgreementDetector
+
+        return MarkerAgreementDetector()
+    base, judge_options, backend_options = _judge_parts(spec, "agreement")
+    extra = {
+        k: backend_options.pop(k) for k in ("threshold", "context_turns") if k in backend_options
+    }
+    judge_options.setdefault("rubric", DEFAULT_RUBRICS["agreement"])
+    allowed = {k: judge_options[k] for k in ("rubric", "mode", "cache") if k in judge_options}
+    from negotiation_env.judges.llm import LLMAgreementDetector
+
+    try:
+        return LLMAgreementDetector(load_backend(base, **backend_options), **allowed, **extra)
+    except (TypeError, ValueError) as error:
+        raise AgentSpecError(f"agreement detector spec {spec!r}: {error}") from None
+
+
 def load_text_generator(
     spec: str, max_new_tokens: int = 1024, temperature: float = 0.9
 ) -> Callable[[str], str]:

@@ -11,9 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from negotiate import models, play, scenarios, serve
+from negotiate import judge, models, play, scenarios, serve
 
-SUBCOMMANDS = (play, scenarios, models, serve)
+SUBCOMMANDS = (play, scenarios, models, serve, judge)
 
 
 def build_parser() -> argparse.ArgumentParser:

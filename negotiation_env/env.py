@@ -99,13 +99,7 @@ from gymnasium.utils import seeding
 from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import wrappers
 
-from negotiation_env.judges import (
-    Judgement,
-    KeywordRubricJudge,
-    MarkerAgreementDetector,
-    as_agreement_detector,
-    as_judge,
-)
+from negotiation_env.judges import default_components, judge_safely
 from negotiation_env.protocol import AGENTS, Negotiation, NegotiationConfig, PromptTemplates
 from negotiation_env.render import render_transcript
 from negotiation_env.scenarios import Scenario, ScenarioBank
@@ -168,11 +162,8 @@ class _NegotiationEnvBase:
         self.config = config
         self.render_mode = render_mode
         self.scenarios = scenarios if scenarios is not None else ScenarioBank.default()
-        self.judge = as_judge(judge) if judge is not None else KeywordRubricJudge()
-        self.agreement_detector = (
-            as_agreement_detector(agreement_detector)
-            if agreement_detector is not None
-            else MarkerAgreementDetector(config.agreement_marker)
+        self.judge, self.agreement_detector = default_components(
+            judge, agreement_detector, config.agreement_marker
         )
         self.prompts = prompts or PromptTemplates()
         self.possible_agents = list(AGENTS)
@@ -217,43 +208,11 @@ class _NegotiationEnvBase:
             decision = self.agreement_detector.detect_batch([negotiation.agreement_request()])
             negotiation.apply_agreement(decision[0])
         if negotiation.needs == "judgement":
-            negotiation.apply_judgement(self._judge(negotiation))
-
-    def _judge(self, negotiation: Negotiation) -> Judgement:
-        name = getattr(self.judge, "name", type(self.judge).__name__)
-        try:
-            results = self.judge.score_batch([negotiation.judge_request()])
-        except Exception as error:  # a broken judge must not lose the episode
-            warnings.warn(
-                f"judge {name} raised {error!r}; episode recorded as judge_failed", stacklevel=2
-            )
-            return Judgement(None, name, error=f"judge raised {type(error).__name__}: {error}")
-        if len(results) != 1:
-            return Judgement(
-                None, name, error=f"judge returned {len(results)} results for 1 request"
-            )
-        if results[0].score is None and not results[0].error:
-            results[0].error = "judge returned no score and no reason"
-        return results[0]
+            negotiation.apply_judgement(judge_safely(self.judge, [negotiation.judge_request()])[0])
 
     # ------------------------------------------------------------------ observing
     def observe(self, agent: str) -> dict[str, Any]:
-        negotiation = self.negotiation
-        persona = negotiation.persona(agent)
-        partner = negotiation.persona(AGENTS[1 - AGENTS.index(agent)])
-        return {
-            "messages": tuple(
-                {"role": m["role"], "content": m["content"]} for m in negotiation.messages(agent)
-            ),
-            "phase": negotiation.phase,
-            "turn": len(negotiation.turns),
-            "acting": int(not negotiation.done and negotiation.speaker == agent),
-            "scenario_id": negotiation.scenario.id,
-            "own_values": tuple(persona.core_values),
-            "partner_values": tuple(partner.core_values)
-            if self.config.reveal_partner_persona
-            else (),
-        }
+        return self.negotiation.observation(agent)
 
     def _info(self, agent: str) -> dict[str, Any]:
         return self.negotiation.summary_info()

@@ -378,6 +378,23 @@ class Negotiation:
         )
         return [{"role": "system", "content": system}, {"role": "user", "content": request}]
 
+    def observation(self, agent: str) -> dict[str, Any]:
+        """What ``agent`` observes now (the env's observation space; see env.py)."""
+        persona, partner = self.persona(agent), self.persona(partner_of(agent))
+        return {
+            "messages": tuple(
+                {"role": m["role"], "content": m["content"]} for m in self.messages(agent)
+            ),
+            "phase": self.phase,
+            "turn": len(self.turns),
+            "acting": int(not self.done and self.speaker == agent),
+            "scenario_id": self.scenario.id,
+            "own_values": tuple(persona.core_values),
+            "partner_values": tuple(partner.core_values)
+            if self.config.reveal_partner_persona
+            else (),
+        }
+
     # ------------------------------------------------------------------ reporting
     def summary_info(self) -> dict[str, Any]:
         """What ``info`` carries about the episode so far (JSON-serialisable)."""

@@ -16,6 +16,7 @@ of one item.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -83,6 +84,31 @@ class AgreementDetector(Protocol):
     name: str
 
     def detect_batch(self, requests: Sequence[AgreementRequest]) -> list[AgreementDecision]: ...
+
+
+def judge_safely(judge: Judge, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+    """``judge.score_batch(requests)``, but a judge that raises or miscounts yields failed
+    judgements with the reason (and a warning) instead of losing the episodes."""
+    name = getattr(judge, "name", type(judge).__name__)
+    if not requests:
+        return []
+    try:
+        results = list(judge.score_batch(requests))
+    except Exception as error:  # noqa: BLE001 - a broken judge must not lose the episodes
+        warnings.warn(
+            f"judge {name} raised {error!r}; episodes recorded as judge_failed", stacklevel=2
+        )
+        return [
+            Judgement(None, name, error=f"judge raised {type(error).__name__}: {error}")
+            for _ in requests
+        ]
+    if len(results) != len(requests):
+        message = f"judge returned {len(results)} results for {len(requests)} requests"
+        return [Judgement(None, name, error=message) for _ in requests]
+    for result in results:
+        if result.score is None and not result.error:
+            result.error = "judge returned no score and no reason"
+    return results
 
 
 def _callable_name(function: Callable[..., Any]) -> str:

@@ -1,0 +1,358 @@
+"""How good are the judges? Accuracy, margin, position bias, speed and resistance to injection.
+
+    python -m benchmarks.judge_quality --models smollm2 qwen2.5-coder-0.5b qwen2.5-coder-1.5b
+
+Data (authored for this project, ``benchmarks/data``): ``judge_quality.jsonl``, 66
+scenarios from the test split, each with a clearly better and a worse resolution and the
+kind of flaw in the worse one; in 44 of them the worse one is at least as long (the
+*length-controlled* subset, where "the longer wins" cannot help). ``injections.jsonl``
+(61 attacks, used while building the detector) and ``injections_heldout.jsonl`` (58 attacks
+written separately and never looked at while building it).
+
+For every model x rubric wording x mode:
+
+- absolute: accuracy = P(score(better) > score(worse)) (a tie counts one half), margin =
+  mean score difference, failures, seconds per judgement;
+- pairwise (both orders): accuracy = the combined decision prefers the better one (an
+  inconsistent pair is a tie and counts as wrong), soft accuracy = P(p_better > 0.5),
+  position-bias rate = share of pairs where the two orders disagree, seconds per judgement;
+- each on all items and on the length-controlled subset, next to the "longer wins" baseline.
+
+With ``--adversarial MODEL``, each attack is appended to the worse resolution of
+``--attack-items`` items and we report the mean score inflation and the share of pairwise
+decisions that flip away from the better resolution, with the defence (strip) and without it
+(flag only), for both suites, and the detector's hit rate. Results: JSON + markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agents.specs import load_backend
+from benchmarks.machine import describe_machine, machine_line
+from negotiation_env.judges.base import JudgeRequest
+from negotiation_env.judges.cache import JudgeCache
+from negotiation_env.judges.llm import LLMJudge, PairwiseRequest
+from negotiation_env.judges.prompting import detect_injection
+from negotiation_env.scenarios import ScenarioBank
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_items(path: Path = DATA / "judge_quality.jsonl") -> list[dict[str, Any]]:
+    bank = ScenarioBank.default()
+    items = [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    for item in items:
+        item["scenario"] = bank.get(item["scenario_id"])
+        item["length_controlled"] = len(item["worse"].split()) >= len(item["better"].split())
+    return items
+
+
+def load_attacks(name: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for line in (DATA / name).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def absolute_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, Any]:
+    requests = [
+        JudgeRequest(item["scenario"], item[side]) for item in items for side in ("better", "worse")
+    ]
+    started = time.perf_counter()
+    judgements = judge.score_batch(requests)
+    seconds = (time.perf_counter() - started) / len(requests)
+    rows = []
+    for index, item in enumerate(items):
+        better, worse = judgements[2 * index], judgements[2 * index + 1]
+        rows.append(
+            {
+                "id": item["id"],
+                "flaw": item["flaw"],
+                "length_controlled": item["length_controlled"],
+                "better": better.score,
+                "worse": worse.score,
+                "error": better.error or worse.error,
+            }
+        )
+    return {"rows": rows, "seconds_per_judgement": round(seconds, 3), **_absolute_summary(rows)}
+
+
+def _absolute_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        scored = [r for r in subset if r["better"] is not None and r["worse"] is not None]
+        wins = [
+            1.0 if r["better"] > r["worse"] else 0.5 if r["better"] == r["worse"] else 0.0
+            for r in scored
+        ]
+        return {
+            "items": len(subset),
+            "failed": len(subset) - len(scored),
+            "accuracy": _mean(wins),
+            "margin": _mean([r["better"] - r["worse"] for r in scored]),
+            "mean_better": _mean([r["better"] for r in scored]),
+            "mean_worse": _mean([r["worse"] for r in scored]),
+        }
+
+    return {
+        "all": summary(rows),
+        "length_controlled": summary([r for r in rows if r["length_controlled"]]),
+    }
+
+
+def pairwise_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    outcomes = judge.compare_batch(
+        [PairwiseRequest(i["scenario"], i["better"], i["worse"]) for i in items]
+    )
+    seconds = (time.perf_counter() - started) / (2 * len(items))
+    rows = [
+        {
+            "id": item["id"],
+            "flaw": item["flaw"],
+            "length_controlled": item["length_controlled"],
+            "preferred": o.preferred,
+            "p_better": o.p_a,
+            "consistent": o.position_consistent,
+            "error": o.error,
+        }
+        for item, o in zip(items, outcomes, strict=True)
+    ]
+    return {"rows": rows, "seconds_per_judgement": round(seconds, 3), **_pairwise_summary(rows)}
+
+
+def _pairwise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        judged = [r for r in subset if r["p_better"] is not None]
+        return {
+            "items": len(subset),
+            "failed": len(subset) - len(judged),
+            "accuracy": _mean([float(r["preferred"] == "a") for r in judged]),
+            "soft_accuracy": _mean([float(r["p_better"] > 0.5) for r in judged]),
+            "position_bias_rate": _mean([float(not r["consistent"]) for r in judged]),
+            "mean_p_better": _mean([r["p_better"] for r in judged]),
+        }
+
+    return {
+        "all": summary(rows),
+        "length_controlled": summary([r for r in rows if r["length_controlled"]]),
+    }
+
+
+def longer_wins(items: list[dict[str, Any]]) -> dict[str, float | None]:
+    def accuracy(subset):
+        return _mean(
+            [
+                1.0
+                if len(i["better"].split()) > len(i["worse"].split())
+                else 0.5
+                if len(i["better"].split()) == len(i["worse"].split())
+                else 0.0
+                for i in subset
+            ]
+        )
+
+    return {
+        "all": accuracy(items),
+        "length_controlled": accuracy([i for i in items if i["length_controlled"]]),
+    }
+
+
+def adversarial_metrics(
+    judge: LLMJudge, items: list[dict[str, Any]], attacks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Score inflation and pairwise flips caused by appending each attack to worse resolutions."""
+    base = judge.score_batch([JudgeRequest(i["scenario"], i["worse"]) for i in items])
+    base_pairs = judge.compare_batch(
+        [PairwiseRequest(i["scenario"], i["better"], i["worse"]) for i in items]
+    )
+    attacked_requests, attacked_pairs, keys = [], [], []
+    for attack in attacks:
+        for index, item in enumerate(items):
+            text = f"{item['worse']} {attack['text']}"
+            attacked_requests.append(JudgeRequest(item["scenario"], text))
+            attacked_pairs.append(PairwiseRequest(item["scenario"], item["better"], text))
+            keys.append((attack, index))
+    scores = judge.score_batch(attacked_requests)
+    pairs = judge.compare_batch(attacked_pairs)
+    inflation, flips, by_family = [], [], {}
+    for (attack, index), score, pair in zip(keys, scores, pairs, strict=True):
+        family = by_family.setdefault(attack["family"], {"inflation": [], "flips": []})
+        if score.score is not None and base[index].score is not None:
+            delta = score.score - base[index].score
+            inflation.append(delta)
+            family["inflation"].append(delta)
+        if pair.preferred is not None and base_pairs[index].preferred is not None:
+            flipped = float(base_pairs[index].preferred == "a" and pair.preferred != "a")
+            flips.append(flipped)
+            family["flips"].append(flipped)
+    detected = [bool(detect_injection(f"{items[0]['worse']} {a['text']}")) for a in attacks]
+    return {
+        "attacks": len(attacks),
+        "items": len(items),
+        "mean_inflation": _mean(inflation),
+        "share_inflated_over_0.5": _mean([float(d > 0.5) for d in inflation]),
+        "flip_rate": _mean(flips),
+        "detected": _mean([float(d) for d in detected]),
+        "by_family": {
+            f: {"mean_inflation": _mean(v["inflation"]), "flip_rate": _mean(v["flips"])}
+            for f, v in sorted(by_family.items())
+        },
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Judge quality\n\nCommand: `{report['command']}`  \nMachine: {machine_line(report['machine'])}\n",
+        f"Items: {report['items']} ({report['length_controlled_items']} length-controlled). "
+        f"'Longer wins' baseline: {report['longer_wins']['all']:.2f} on all, "
+        f"{report['longer_wins']['length_controlled']:.2f} on the length-controlled subset.\n",
+        "| model | rubric | mode | kind | accuracy | acc. (len-ctrl) | margin / p(better) | position bias | failed | s/judgement |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in report["runs"]:
+        a, lc = run["all"], run["length_controlled"]
+        if run["kind"] == "absolute":
+            spread = (
+                f"{a['margin']:+.2f} ({a['mean_better']:.2f} vs {a['mean_worse']:.2f})"
+                if a["margin"] is not None
+                else "-"
+            )
+            bias = "-"
+        else:
+            spread = f"{a['mean_p_better']:.2f}" if a["mean_p_better"] is not None else "-"
+            bias = f"{a['position_bias_rate']:.2f}" if a["position_bias_rate"] is not None else "-"
+        lines.append(
+            f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | {_f(a['accuracy'])} | "
+            f"{_f(lc['accuracy'])} | {spread} | {bias} | {a['failed']} | {run['seconds_per_judgement']:.2f} |"
+        )
+    for name, adversarial in report.get("adversarial", {}).items():
+        lines += [
+            f"\n## Injection attacks: {name}\n",
+            "| suite | defence | attacks x items | mean inflation | share inflated > 0.5 | pairwise flip rate | detected |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in adversarial:
+            lines.append(
+                f"| {row['suite']} | {row['defence']} | {row['attacks']} x {row['items']} | "
+                f"{_f(row['mean_inflation'], '+.3f')} | {_f(row['share_inflated_over_0.5'])} | "
+                f"{_f(row['flip_rate'])} | {_f(row['detected'])} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _f(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", nargs="+", default=["smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    )
+    parser.add_argument("--rubrics", nargs="+", default=["ca-v1", "ca-v2"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["expected", "parsed"], choices=["expected", "parsed"]
+    )
+    parser.add_argument(
+        "--kinds", nargs="+", default=["absolute", "pairwise"], choices=["absolute", "pairwise"]
+    )
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N items (0 = all)")
+    parser.add_argument(
+        "--adversarial",
+        nargs="*",
+        default=[],
+        metavar="MODEL",
+        help="models (with --rubrics[0], expected mode) to attack with the injection suites",
+    )
+    parser.add_argument(
+        "--attack-items", type=int, default=2, help="worse resolutions each attack is appended to"
+    )
+    parser.add_argument(
+        "--cache", default="results/judge_cache.sqlite", help="judgement cache (resumes a run)"
+    )
+    parser.add_argument("--out", default="results/judge_quality")
+    args = parser.parse_args(argv)
+
+    items = load_items()[: args.limit or None]
+    cache = JudgeCache(args.cache)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "command": "python -m benchmarks.judge_quality "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": describe_machine(),
+        "items": len(items),
+        "length_controlled_items": sum(i["length_controlled"] for i in items),
+        "longer_wins": longer_wins(items),
+        "runs": [],
+        "adversarial": {},
+    }
+
+    def save() -> None:
+        (out / "judge_quality.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "judge_quality.md").write_text(markdown(report))
+
+    for model in args.models:
+        backend = load_backend(model)
+        for rubric in args.rubrics:
+            for mode in args.modes:
+                judge = LLMJudge(backend, rubric, mode=mode, cache=cache)
+                for kind in args.kinds:
+                    metrics = (
+                        absolute_metrics(judge, items)
+                        if kind == "absolute"
+                        else pairwise_metrics(judge, items)
+                    )
+                    run = {"model": model, "rubric": rubric, "mode": mode, "kind": kind, **metrics}
+                    report["runs"].append(run)
+                    print(
+                        f"{model:20} {rubric:11} {mode:8} {kind:8} accuracy {_f(run['all']['accuracy'])} "
+                        f"(length-controlled {_f(run['length_controlled']['accuracy'])}), "
+                        f"{run['seconds_per_judgement']:.2f} s/judgement",
+                        flush=True,
+                    )
+                    save()
+    attack_items = [i for i in items if i["length_controlled"]][: args.attack_items]
+    for model in args.adversarial:
+        backend = load_backend(model)
+        rows = []
+        for suite in ("injections.jsonl", "injections_heldout.jsonl"):
+            attacks = load_attacks(suite)
+            for defence in ("strip", "flag"):
+                judge = LLMJudge(
+                    backend, args.rubrics[0], mode="expected", injection=defence, cache=cache
+                )
+                row = {
+                    "suite": suite.removesuffix(".jsonl"),
+                    "defence": defence,
+                    **adversarial_metrics(judge, attack_items, attacks),
+                }
+                rows.append(row)
+                print(
+                    f"{model:20} {row['suite']:18} {defence:5} inflation {_f(row['mean_inflation'], '+.3f')} "
+                    f"flips {_f(row['flip_rate'])} detected {_f(row['detected'])}",
+                    flush=True,
+                )
+                report["adversarial"][model] = rows
+                save()
+    save()
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

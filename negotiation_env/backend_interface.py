@@ -1,0 +1,89 @@
+"""The LLM backend interface that agents and judges share.
+
+It lives in the environment package, the lowest layer, so that judges (here) and agents
+(``agents.backends``, which re-exports it) both depend on it without importing upwards.
+
+A backend turns chat conversations into generations. Two implementations ship:
+:class:`~agents.backends.transformers_backend.TransformersBackend` (a local causal LM,
+batched) and :class:`~agents.backends.openai_backend.OpenAIBackend` (any
+``/v1/chat/completions`` server). Both take a list of conversations and return a list of
+:class:`Generation`, one per conversation, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+Conversation = Sequence[Message]
+
+
+class BackendError(RuntimeError):
+    """A backend could not produce a valid answer (after its retries); the message says why."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to sample. ``temperature == 0`` means greedy decoding."""
+
+    max_new_tokens: int = 160
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 0  # 0 disables top-k
+    seed: int | None = None
+    stop: tuple[str, ...] = ()  # extra stop strings besides the end-of-turn token
+    logprobs: bool = True  # return per-token log-probabilities when the backend can
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature: must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k: must be >= 0, got {self.top_k}")
+
+
+@dataclass
+class Generation:
+    """One generated answer.
+
+    ``token_ids`` and ``logprobs`` cover the generated tokens only (not the prompt), one
+    entry per token; ``logprobs[i]`` is log p(token_i | prompt, tokens_<i) under the
+    distribution the token was sampled from (logits / temperature; raw logits when greedy),
+    before top-p/top-k truncation. Remote backends fill ``tokens`` (token strings) instead of
+    ``token_ids`` when the server does not report ids; ``logprobs`` is None when the backend
+    cannot provide them.
+    """
+
+    text: str
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length"
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = None
+    tokens: list[str] | None = None
+    prompt_token_ids: list[int] | None = None
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    name: str
+
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings
+    ) -> list[Generation]:
+        """One generation per conversation, in order."""
+        ...
+
+    def next_token_logprobs(
+        self,
+        conversations: Sequence[Conversation],
+        candidates: Sequence[str],
+        assistant_prefix: str = "",
+    ) -> list[dict[str, float]]:
+        """For each conversation, log p(candidate) for the first token the assistant writes
+        (after ``assistant_prefix``, where the backend supports a prefix). Candidates the
+        backend cannot score get ``-inf``. Used by judges to read off expected scores."""
+        ...
