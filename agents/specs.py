@@ -67,6 +67,13 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return base, options
 
 
+def with_option(spec: str, key: str, value: Any) -> str:
+    """``spec`` with one more ``key=value`` option (the rule judge takes no options)."""
+    if spec in ("rule", "keyword", "marker"):
+        return spec
+    return f"{spec}{'&' if '?' in spec else '?'}{key}={value}"
+
+
 def _kind(base: str) -> tuple[str, str]:
     """(kind, target) for an LLM spec base: kind is "hf" or "openai", or "" when not an LLM."""
     prefix, sep, rest = base.partition(":")
@@ -207,13 +214,14 @@ _judge_caches: dict[str, Any] = {}
 
 def _judge_parts(spec: str, role: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(backend spec, judge options, backend options) of a judge spec."""
-    if spec == "default":
-        spec = DEFAULT_JUDGES[role]
     base, options = split_spec(spec)
+    if base == "default":  # the measured default, with any options given added to its own
+        base, default_options = split_spec(DEFAULT_JUDGES[role])
+        options = {**default_options, **options}
     judge_options = {k: options.pop(k) for k in _JUDGE_OPTIONS if k in options}
     cache_path = options.pop("judge_cache", None)
     if cache_path is not None:
-        judge_options["cache"] = _judge_caches.setdefault(cache_path, _new_cache(cache_path))
+        judge_options["cache"] = _judge_caches.setdefault(str(cache_path), _new_cache(str(cache_path)))
     return base, judge_options, options
 
 

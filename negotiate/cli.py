@@ -11,9 +11,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from negotiate import judge, models, play, scenarios, serve
+from negotiate import bench, judge, models, play, scenarios, serve, train
 
-SUBCOMMANDS = (play, scenarios, models, serve, judge)
+SUBCOMMANDS = (play, scenarios, models, serve, judge, train, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

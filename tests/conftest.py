@@ -32,3 +32,11 @@ def smollm2():
 
 def chat(text: str, system: str = "You are a careful negotiator.") -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, smollm2):
+    """A tiny random Llama with the embedded model's tokenizer (see tests/scripts/tiny.py)."""
+    from tests.scripts.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"), smollm2.tokenizer)

@@ -19,7 +19,9 @@ class CountingDetector:
 
     def detect_batch(self, requests):
         self.batches.append(len(requests))
-        return [AgreementDecision("deal" in r.transcript[-1].text, 1.0, self.name) for r in requests]
+        return [
+            AgreementDecision("deal" in r.transcript[-1].text, 1.0, self.name) for r in requests
+        ]
 
 
 class CountingJudge(KeywordRubricJudge):
@@ -43,7 +45,9 @@ def run(vec, reply):
 
 def test_agreement_checks_and_judging_are_batched_across_envs():
     detector, judge = CountingDetector(), CountingJudge()
-    vec = VectorNegotiationEnv(config=NegotiationConfig(max_turns=4), judge=judge, agreement_detector=detector)
+    vec = VectorNegotiationEnv(
+        config=NegotiationConfig(max_turns=4), judge=judge, agreement_detector=detector
+    )
     vec.reset([SCENARIO] * 3)
 
     def reply(index, observation):

@@ -1,0 +1,123 @@
+"""Metric computations of the benchmark suite, on plain records (tested on hand-made ones).
+
+An *episode record* (one negotiated, or directly answered, scenario) has at least
+``agent``, ``scenario_id``, ``seed``, ``decoding``, ``agreement``, ``rounds_to_agreement``,
+``generated_tokens`` and ``ca_score`` (None when the judge failed). A *pairwise record*
+compares two agents' resolutions of the same scenario (same seed and decoding) and has
+``agent_a``, ``agent_b``, ``criterion`` and ``preferred`` ("a", "b", "tie" or None when the
+judge failed): "a" or "b" only when the judge preferred the same resolution in both orders.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def bootstrap_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean."""
+    if not values:
+        return (math.nan, math.nan)
+    data = np.asarray(values, dtype=float)
+    if len(data) == 1:
+        return (float(data[0]), float(data[0]))
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def mean_with_interval(values: Sequence[float]) -> dict[str, Any]:
+    low, high = bootstrap_interval(values)
+    return {
+        "mean": statistics.fmean(values) if values else math.nan,
+        "ci95": [low, high],
+        "n": len(values),
+    }
+
+
+def score_summary(records: Iterable[dict[str, Any]], field: str = "ca_score") -> dict[str, Any]:
+    """Mean score with a 95% bootstrap interval; judge failures are counted, not scored 0."""
+    records = list(records)
+    scores = [r[field] for r in records if r.get(field) is not None]
+    return {**mean_with_interval(scores), "judge_failures": len(records) - len(scores)}
+
+
+def efficiency(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Agreement rate, mean rounds to agreement (agreed episodes only) and tokens per dialogue."""
+    records = list(records)
+    agreed = [r for r in records if r.get("agreement")]
+    rounds = [r["rounds_to_agreement"] for r in agreed if r.get("rounds_to_agreement") is not None]
+    tokens = [r["generated_tokens"] for r in records if r.get("generated_tokens") is not None]
+    return {
+        "episodes": len(records),
+        "agreement_rate": len(agreed) / len(records) if records else math.nan,
+        "rounds_to_agreement": statistics.fmean(rounds) if rounds else math.nan,
+        "tokens_per_dialogue": statistics.fmean(tokens) if tokens else math.nan,
+    }
+
+
+def win_rates(
+    pairwise: Iterable[dict[str, Any]], agent: str, opponent: str, criterion: str
+) -> dict[str, Any]:
+    """How often ``agent`` beat ``opponent`` on ``criterion``: a win needs both orders to agree.
+
+    Returns wins, losses, ties (inconsistent or tied pairs), failures and
+    ``win_rate = wins / judged`` (ties count as non-wins and are reported, not hidden).
+    """
+    wins = losses = ties = failures = 0
+    for record in pairwise:
+        if record["criterion"] != criterion or {record["agent_a"], record["agent_b"]} != {
+            agent,
+            opponent,
+        }:
+            continue
+        preferred = record["preferred"]
+        if preferred is None:
+            failures += 1
+            continue
+        if preferred == "tie":
+            ties += 1
+            continue
+        winner = record["agent_a"] if preferred == "a" else record["agent_b"]
+        if winner == agent:
+            wins += 1
+        else:
+            losses += 1
+    judged = wins + losses + ties
+    return {
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "judge_failures": failures,
+        "judged": judged,
+        "win_rate": wins / judged if judged else math.nan,
+        "loss_rate": losses / judged if judged else math.nan,
+        "tie_rate": ties / judged if judged else math.nan,
+    }
+
+
+def win_rate_matrix(
+    pairwise: Sequence[dict[str, Any]], agents: Sequence[str], criterion: str
+) -> list[list[float]]:
+    """``matrix[i][j]`` = win rate of agent i against agent j (NaN on the diagonal or without data)."""
+    return [
+        [math.nan if a == b else win_rates(pairwise, a, b, criterion)["win_rate"] for b in agents]
+        for a in agents
+    ]
+
+
+def perplexity(token_logprobs: Iterable[Sequence[float]]) -> float:
+    """exp of the mean negative log-likelihood over all tokens of all passages."""
+    total, count = 0.0, 0
+    for values in token_logprobs:
+        total -= sum(values)
+        count += len(values)
+    return math.exp(total / count) if count else math.nan

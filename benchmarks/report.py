@@ -1,0 +1,223 @@
+"""Writing a suite run: ``results.json``, ``results.md`` and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from benchmarks.machine import machine_line
+
+
+def _f(value: Any, spec: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    config = results["config"]
+    judge = results["judge"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"Machine: {machine_line(results['machine'])}  ",
+        f"Judge: {judge.get('model')} ({judge.get('mode', '-')}, rubric {judge.get('rubric', '-')}); "
+        f"agreement: {results['agreement_detector']}  ",
+        f"Tier {config['tier']}: {len(results['scenarios'])} held-out scenarios x seeds {config['seeds']} x "
+        f"decoding {config['decodings']}; judge failures: {results['judge_failures']}",
+        "",
+        "| agent | CA score [95% CI] | direct CA | agreement | rounds | tokens/dialogue | perplexity | instr. (prompt / instr.) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["agents"]:
+        ca = row["ca"]
+        direct = row.get("direct_ca")
+        capability = row.get("capability", {})
+        lines.append(
+            f"| {row['agent']} | {_f(ca['mean'])} [{_f(ca['ci95'][0])}, {_f(ca['ci95'][1])}] (n={ca['n']}) | "
+            f"{_f(direct['mean']) if direct else '-'} | {_f(row['agreement_rate'])} | {_f(row['rounds_to_agreement'])} | "
+            f"{_f(row['tokens_per_dialogue'], '.0f')} | {_f(capability.get('perplexity'))} | "
+            f"{_f(capability.get('prompt_level_accuracy'))} / {_f(capability.get('instruction_level_accuracy'))} |"
+        )
+    for criterion, title in (("ca", "CA"), ("conflict", "Conflict-resolution")):
+        matrix = results["win_rates"][criterion]
+        if not matrix:
+            continue
+        names = list(matrix)
+        lines += [
+            "",
+            f"## {title} win rate (row vs column; win = both orders agree; ties in brackets)",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        for a in names:
+            cells = []
+            for b in names:
+                if a == b:
+                    cells.append("-")
+                else:
+                    w = matrix[a][b]
+                    cells.append(
+                        f"{_f(w['win_rate'])} ({_f(w['tie_rate'])})" if w["judged"] else "-"
+                    )
+            lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(
+    results: dict[str, Any], out: Path, records: list[dict[str, Any]] | None = None
+) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    written = []
+    rows = results["agents"]
+    names = [r["agent"] for r in rows]
+
+    # CA scores with intervals, negotiated next to direct answers
+    figure, axis = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 4))
+    x = np.arange(len(rows))
+    for offset, key, label in ((-0.2, "ca", "negotiated"), (0.2, "direct_ca", "direct answer")):
+        means = [r[key]["mean"] if key in r else np.nan for r in rows]
+        low = [r[key]["mean"] - r[key]["ci95"][0] if key in r else 0 for r in rows]
+        high = [r[key]["ci95"][1] - r[key]["mean"] if key in r else 0 for r in rows]
+        axis.bar(
+            x + offset,
+            means,
+            0.4,
+            yerr=[np.nan_to_num(low), np.nan_to_num(high)],
+            capsize=4,
+            label=label,
+        )
+    axis.set_xticks(x, [_short(n) for n in names], rotation=20, ha="right")
+    axis.set_ylabel("CA score (0-5), mean and 95% CI")
+    axis.set_ylim(0, 5)
+    axis.legend()
+    axis.set_title("Collective Agency of the resolutions")
+    figure.tight_layout()
+    written.append(_save(figure, out / "scores.png"))
+
+    for criterion in ("ca", "conflict"):
+        matrix = results["win_rates"][criterion]
+        if not matrix:
+            continue
+        labels = list(matrix)
+        values = np.array(
+            [
+                [
+                    matrix[a][b]["win_rate"] if a != b and matrix[a][b]["judged"] else np.nan
+                    for b in labels
+                ]
+                for a in labels
+            ],
+            dtype=float,
+        )
+        figure, axis = plt.subplots(figsize=(1.3 * len(labels) + 2, 1.1 * len(labels) + 1.5))
+        image = axis.imshow(values, vmin=0, vmax=1, cmap="RdYlGn")
+        for i, j in np.ndindex(values.shape):
+            if not np.isnan(values[i, j]):
+                axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=9)
+        axis.set_xticks(range(len(labels)), [_short(n) for n in labels], rotation=30, ha="right")
+        axis.set_yticks(range(len(labels)), [_short(n) for n in labels])
+        axis.set_title(
+            f"{'CA' if criterion == 'ca' else 'Conflict-resolution'} win rate (row beats column)"
+        )
+        figure.colorbar(image, ax=axis)
+        figure.tight_layout()
+        written.append(_save(figure, out / f"win_rates_{criterion}.png"))
+
+    if records:
+        figure, axis = plt.subplots(figsize=(7, 4))
+        max_turns = results["config"]["max_turns"]
+        bins = list(range(1, max_turns + 1)) + ["none"]
+        width = 0.8 / max(len(names), 1)
+        for index, name in enumerate(names):
+            episodes = [r for r in records if r["agent"] == name and r["kind"] == "negotiated"]
+            if not episodes:
+                continue
+            counts = [sum(r["rounds_to_agreement"] == b for r in episodes) for b in bins[:-1]]
+            counts.append(sum(not r["agreement"] for r in episodes))
+            axis.bar(
+                np.arange(len(bins)) + index * width,
+                np.array(counts) / len(episodes),
+                width,
+                label=_short(name),
+            )
+        axis.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
+        axis.set_xlabel("turns until agreement")
+        axis.set_ylabel("share of episodes")
+        axis.legend(fontsize=8)
+        axis.set_title("Rounds to agreement")
+        figure.tight_layout()
+        written.append(_save(figure, out / "rounds.png"))
+
+    for run_dir in results["config"].get("run_dirs") or []:
+        path = training_curves(Path(run_dir), out)
+        if path:
+            written.append(path)
+    return written
+
+
+def training_curves(run_dir: Path, out: Path) -> Path | None:
+    """Reward, CA, agreement and loss against the step, from a training run's TensorBoard logs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for events in run_dir.rglob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            series.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    panels = [
+        ("train/reward", "reward"),
+        ("train/negotiation/ca_mean", "CA of judged resolutions"),
+        ("train/negotiation/agreement_rate", "agreement rate"),
+        ("train/loss", "loss"),
+    ]
+    panels = [(tag, title) for tag, title in panels if tag in series]
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for axis, (tag, title) in zip(axes[0], panels, strict=True):
+        points = sorted(series[tag])
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        axis.set_title(title)
+        axis.set_xlabel("step")
+    figure.suptitle(f"Training: {run_dir}")
+    figure.tight_layout()
+    return _save(figure, out / f"training_{run_dir.name}.png")
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3) :]
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    from negotiation_env.jsonl import read_jsonl_records
+
+    records_path = out / "records.jsonl"
+    records = read_jsonl_records(records_path) if records_path.is_file() else []
+    (out / "results.md").write_text(markdown(results))
+    results["plots"] = [str(p) for p in plot(results, out, records)]
+    (out / "results.json").write_text(
+        json.dumps({**results, "episodes": records}, indent=2, default=str) + "\n"
+    )

@@ -1,0 +1,273 @@
+"""GRPO self-play correctness on a tiny randomly initialised model (built here, no download).
+
+Loss masking, the DAPO objective recomputed independently, group integrity, zero-advantage
+groups, the per-turn sample layout, config checking and checkpoint bookkeeping.
+"""
+
+import itertools
+import os
+
+import pytest
+import torch
+
+from negotiation_env.judges import Judgement
+from tests.scripts.tiny import always_agree
+from tests.scripts.tiny import tiny_config as make_config
+from trainers.common import (
+    checkpoints,
+    latest_complete_checkpoint,
+    mark_complete,
+    remove_incomplete_checkpoints,
+    rotate_checkpoints,
+)
+from trainers.config import TrainConfig
+from trainers.rollout import DialogueOutcome, TurnSample, to_grpo_samples
+from trainers.selfplay import build_trainer
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+SCENARIOS = ["pro-001/cost_vs_quality", "int-010/privacy_vs_safety"]
+
+
+class CountingJudge:
+    """Test double: scores 1, 2, 3, ... in call order (distinct rewards within every group)."""
+
+    name = "counting"
+
+    def __init__(self, constant=None):
+        self.counter = itertools.count(1)
+        self.constant = constant
+
+    def score_batch(self, requests):
+        return [
+            Judgement(
+                self.constant if self.constant is not None else float(next(self.counter)), self.name
+            )
+            for _ in requests
+        ]
+
+
+def tiny_config(model_dir, tmp_path, **changes):
+    return make_config(model_dir, tmp_path / "run", **changes)
+
+
+def generation_batch(config):
+    per_scenario = config.rollout.group_size * config.turns_per_dialogue()
+    return [{"prompt": s} for s in SCENARIOS for _ in range(per_scenario)]
+
+
+def prepared(trainer, config):
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer._generate_and_score_completions(generation_batch(config))
+
+
+def test_turns_per_dialogue_follows_seats_and_first_speaker():
+    assert TrainConfig().turns_per_dialogue() == 4  # 7 turns, negotiator_0 opens
+    assert TrainConfig.from_dict({"rollout": {"seats": "full"}}).turns_per_dialogue() == 7
+    assert (
+        TrainConfig.from_dict({"env": {"first_speaker": "negotiator_1"}}).turns_per_dialogue() == 3
+    )
+
+
+def test_unknown_or_mistyped_settings_name_the_key():
+    with pytest.raises(ValueError, match="unknown key rollout.group"):
+        TrainConfig.from_dict({"rollout": {"group": 3}})
+    with pytest.raises(ValueError, match="optim.*learning_rate"):
+        TrainConfig.from_dict({"optim": {"learning_rate": "fast"}})
+    with pytest.raises(ValueError, match="unknown section 'optimizer'"):
+        TrainConfig.from_dict({"optimizer": {}})
+    with pytest.raises(ValueError, match="rollout.seats"):
+        TrainConfig.from_dict({"rollout": {"seats": "both"}})
+    with pytest.raises(ValueError, match="env.*max_turns"):
+        TrainConfig.from_dict({"env": {"max_turns": 0}})
+
+
+def test_paper_defaults():
+    config = TrainConfig()
+    assert (
+        config.rollout.group_size,
+        config.rollout.scenarios_per_step,
+        config.optim.learning_rate,
+    ) == (8, 16, 5e-6)
+    assert (config.optim.beta, config.optim.loss_type) == (0.0, "dapo")
+    assert (
+        config.rollout.temperature,
+        config.rollout.top_p,
+        config.rollout.summary_temperature,
+    ) == (0.7, 0.95, 0.1)
+    assert (config.env.max_turns, config.env.context_turns, config.env.mode) == (7, 2, "training")
+
+
+def test_grpo_samples_pad_each_dialogue_to_the_same_number_of_masked_slots():
+    sample = TurnSample("negotiator_0", 0, [1, 2], [5, 6, 7], [-0.1, -0.2, -0.3])
+    outcomes = [
+        DialogueOutcome("s", 2.0, {}, [sample]),
+        DialogueOutcome("s", None, {}, [sample, sample]),
+    ]
+    fields = to_grpo_samples(outcomes, 2, pad_token_id=0)
+    assert fields["env_mask"] == [[1, 1, 1], [0], [1, 1, 1], [1, 1, 1]]
+    assert fields["negotiation_reward"] == [2.0, 2.0, None, None]
+    assert fields["completion_ids"][1] == [0] and fields["dialogue_index"] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="more than the 1 slots"):
+        to_grpo_samples(outcomes, 1, pad_token_id=0)
+
+
+def test_group_shares_one_scenario_and_samples_are_exactly_the_sampled_turns(
+    tiny_model_dir, tmp_path
+):
+    config = tiny_config(tiny_model_dir, tmp_path, **{"env.mode": "evaluation"})
+    trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
+    inputs = prepared(trainer, config)
+    rollout = trainer.negotiation_rollout
+    outcomes = rollout.last_outcomes
+    assert [o.scenario_id for o in outcomes] == [SCENARIOS[0]] * 2 + [SCENARIOS[1]] * 2
+    # every trained sample's prompt is the observation that turn was sampled from
+    for outcome in outcomes:
+        assert [s.seat for s in outcome.samples] == [
+            "negotiator_0"
+        ]  # agreement after turn 2: one turn of seat 0
+        tokenizer = trainer.processing_class
+        prompt_text = tokenizer.decode(outcome.samples[0].prompt_ids)
+        assert (
+            outcome.info["transcript"][0]["text"] not in prompt_text
+        )  # the turn itself is the completion
+        assert "Dilemma:" in prompt_text and "You speak first" in prompt_text
+    # sampling-time log-probabilities are the real ones: TRL's own recomputation agrees
+    mask = inputs["completion_mask"] * inputs["tool_mask"]
+    with torch.no_grad():
+        logps = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
+            inputs["completion_ids"].size(1),
+        )[0]
+    assert torch.allclose(logps * mask, inputs["sampling_per_token_logps"] * mask, atol=1e-4)
+
+
+def test_masked_tokens_get_exactly_zero_gradient_and_loss_matches_dapo(tiny_model_dir, tmp_path):
+    config = tiny_config(tiny_model_dir, tmp_path, **{"env.mode": "evaluation"})
+    trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
+    inputs = prepared(trainer, config)
+    mask = (inputs["completion_mask"] * inputs["tool_mask"]).float()
+    assert (mask.sum(1) == 0).any() and (mask.sum(1) > 0).any()  # padded slots and real turns
+
+    captured = {}
+    original = trainer._get_per_token_logps_and_entropies
+
+    def recording(*args, **kwargs):  # keep TRL's per-token log-probabilities to read their gradient
+        logps, *rest = original(*args, **kwargs)
+        logps.retain_grad()
+        captured["logps"] = logps
+        return (logps, *rest)
+
+    trainer._get_per_token_logps_and_entropies = recording
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, inputs)
+    loss.backward()
+    trainer._get_per_token_logps_and_entropies = original
+    token_grad = captured["logps"].grad  # d loss / d log p(token), per completion token
+    assert torch.all(token_grad[mask == 0] == 0), "a masked token received gradient"
+    assert token_grad[mask == 1].abs().sum() > 0
+    trained_grads = {
+        n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None
+    }
+
+    # An independent computation of the DAPO objective on the same tensors (on-policy, beta=0):
+    # L = -sum_i sum_t min(r A_i, clip(r) A_i) m_it / sum m, with r = exp(logp - logp.detach()) = 1.
+    rewards = torch.tensor(
+        [
+            r if r is not None else float("nan")
+            for r in [
+                *[
+                    o.reward
+                    for o in trainer.negotiation_rollout.last_outcomes
+                    for _ in range(config.turns_per_dialogue())
+                ]
+            ]
+        ]
+    )
+    groups = rewards.view(-1, config.rollout.group_size * config.turns_per_dialogue())
+    advantages = (
+        (groups - groups.mean(1, keepdim=True)) / (groups.std(1, keepdim=True) + 1e-4)
+    ).flatten()
+    assert torch.allclose(advantages, inputs["advantages"], atol=1e-5)
+    trainer.model.zero_grad()
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    width = inputs["completion_ids"].size(1)
+    logits = (
+        trainer.model(input_ids=ids, attention_mask=attention).logits[:, -width - 1 : -1].float()
+    )
+    logps = (
+        torch.log_softmax(logits / config.rollout.temperature, -1)
+        .gather(-1, inputs["completion_ids"][..., None])
+        .squeeze(-1)
+    )
+    ratio = torch.exp(logps - logps.detach())
+    per_token = -torch.min(
+        ratio * advantages[:, None], torch.clamp(ratio, 0.8, 1.2) * advantages[:, None]
+    )
+    reference = (per_token * mask).sum() / mask.sum()
+    reference.backward()
+    assert loss.item() == pytest.approx(reference.item(), abs=1e-5)
+    for name, parameter in trainer.model.named_parameters():
+        if parameter.grad is not None:
+            assert torch.allclose(parameter.grad, trained_grads[name], atol=1e-5), name
+
+
+def test_a_group_with_equal_rewards_contributes_zero_advantage(tiny_model_dir, tmp_path):
+    config = tiny_config(tiny_model_dir, tmp_path, **{"env.mode": "evaluation"})
+    trainer = build_trainer(
+        config, judge=CountingJudge(constant=3.0), agreement_detector=always_agree
+    )
+    inputs = prepared(trainer, config)
+    assert torch.all(inputs["advantages"] == 0)
+    trainer.model.zero_grad()
+    trainer.compute_loss(trainer.model, inputs).backward()
+    assert all(p.grad is None or torch.all(p.grad == 0) for p in trainer.model.parameters())
+
+
+def test_no_agreement_in_training_gives_zero_reward_but_stays_in_the_group(
+    tiny_model_dir, tmp_path
+):
+    config = tiny_config(
+        tiny_model_dir, tmp_path
+    )  # training mode, marker detector: random text never agrees
+    trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=None)
+    inputs = prepared(trainer, config)
+    outcomes = trainer.negotiation_rollout.last_outcomes
+    assert all(
+        o.reward == 0.0 and not o.info["agreement"] and o.info["resolution"] is None
+        for o in outcomes
+    )
+    assert inputs["advantages"].numel() == len(generation_batch(config))
+
+
+def test_full_self_play_trains_both_seats_under_their_own_prompts(tiny_model_dir, tmp_path):
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        **{
+            "rollout.seats": "full",
+            "env.mode": "evaluation",
+            "rollout.per_seat_normalization": True,
+        },
+    )
+    trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
+    prepared(trainer, config)
+    for outcome in trainer.negotiation_rollout.last_outcomes:
+        assert [s.seat for s in outcome.samples] == ["negotiator_0", "negotiator_1"]
+        names = [trainer.processing_class.decode(s.prompt_ids) for s in outcome.samples]
+        a, b = (outcome.info["transcript"][i]["speaker_name"] for i in (0, 1))
+        assert f"You are {a}" in names[0] and f"You are {b}" in names[1]
+
+
+def test_checkpoint_bookkeeping(tmp_path):
+    for step in (1, 2, 3, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (1, 2, 3):
+        mark_complete(tmp_path / f"checkpoint-{step}", step)
+    assert latest_complete_checkpoint(tmp_path).name == "checkpoint-3"
+    assert [p.name for p in remove_incomplete_checkpoints(tmp_path)] == ["checkpoint-4"]
+    rotate_checkpoints(tmp_path, keep=2)
+    assert [(s, done) for s, _, done in checkpoints(tmp_path)] == [(2, True), (3, True)]

@@ -1,0 +1,281 @@
+"""Training configuration: one dataclass per section, loaded from YAML with strict checking.
+
+Defaults are the paper's (``../shared/notes/paper.md``, "GRPO" and "Dialogue protocol"):
+group size 8, batch 16 scenarios, learning rate 5e-6, KL beta 0, DAPO token-level loss,
+dialogue temperature 0.7 / top-p 0.95, summary temperature 0.1, at most 7 turns, each turn
+generated from the last two turns. The paper trained Qwen3-14B with 4-bit QLoRA for about
+1,900 steps; ``configs/`` holds a CPU smoke configuration for the embedded model and a GPU
+configuration for a 1-8B model.
+
+A YAML file has the sections ``model``, ``rollout``, ``reward``, ``optim``, ``run`` (and
+``env`` for any :class:`~negotiation_env.protocol.NegotiationConfig` field). Unknown keys and
+wrongly typed values are errors that name the key::
+
+    config = TrainConfig.from_yaml("configs/cpu_smoke.yaml")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from negotiation_env.protocol import NegotiationConfig, check_field_types
+
+SEAT_MODES = ("paper", "full")
+
+
+@dataclass
+class ModelConfig:
+    policy: str = field(
+        default="smollm2", metadata={"help": "Policy model: registry name, local folder or hub id."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "float32, bfloat16 or auto (bf16 on CUDA, fp32 on CPU)."}
+    )
+    device: str = field(default="auto", metadata={"help": "cpu, cuda or auto."})
+    lora: bool = field(
+        default=True, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."}
+    )
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "peft target_modules: 'all-linear' or comma-separated names."},
+    )
+    qlora: bool = field(
+        default=False,
+        metadata={
+            "help": "Load the base model in 4 bits (needs CUDA and bitsandbytes; paper: on)."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=True, metadata={"help": "Recompute activations to save memory."}
+    )
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = field(
+        default=8, metadata={"help": "G: dialogues per scenario, compared in a group (paper: 8)."}
+    )
+    scenarios_per_step: int = field(
+        default=16, metadata={"help": "Scenarios per optimisation step (paper: batch 16)."}
+    )
+    seats: str = field(
+        default="paper",
+        metadata={
+            "help": "'paper': negotiator_0 is trained, negotiator_1 plays with the same weights but its "
+            "tokens are not in the loss; 'full': both seats' turns are in the loss."
+        },
+    )
+    per_seat_normalization: bool = field(
+        default=False,
+        metadata={
+            "help": "In 'full' mode, normalise advantages per seat within a group (SPIRAL/MARSHAL)."
+        },
+    )
+    temperature: float = field(
+        default=0.7, metadata={"help": "Dialogue sampling temperature (paper: 0.7)."}
+    )
+    top_p: float = field(
+        default=0.95, metadata={"help": "Dialogue nucleus sampling (paper: 0.95)."}
+    )
+    max_new_tokens: int = field(default=160, metadata={"help": "Token limit per dialogue turn."})
+    summary_temperature: float = field(
+        default=0.1, metadata={"help": "Resolution sampling temperature (paper: 0.1)."}
+    )
+    summary_max_new_tokens: int = field(
+        default=256, metadata={"help": "Token limit for the resolution."}
+    )
+    split: str = field(default="train", metadata={"help": "Scenario pool for training."})
+    max_scenarios: int = field(
+        default=0, metadata={"help": "Use only the first N scenarios of the pool (0 = all)."}
+    )
+
+
+@dataclass
+class RewardConfig:
+    judge: str = field(
+        default="default",
+        metadata={"help": "Judge spec for the CA reward (see agents.specs.load_judge)."},
+    )
+    criterion: str = field(default="ca", metadata={"help": "'ca' (paper) or 'conflict'."})
+    agreement: str = field(
+        default="default",
+        metadata={
+            "help": "Agreement detector spec: 'default' (LLM judge), 'marker', or an LLM spec."
+        },
+    )
+    pairwise_in_group: bool = field(
+        default=False,
+        metadata={"help": "Reward by in-group pairwise win rate instead of the absolute score."},
+    )
+    absolute_weight: float = field(
+        default=0.0,
+        metadata={"help": "With pairwise_in_group, mix in this share of the absolute score."},
+    )
+    judge_cache: str = field(
+        default="", metadata={"help": "SQLite file caching judgements ('' = in memory)."}
+    )
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = field(default=5e-6, metadata={"help": "Paper: 5e-6."})
+    beta: float = field(
+        default=0.0, metadata={"help": "KL coefficient (paper: 0, no reference model)."}
+    )
+    loss_type: str = field(
+        default="dapo", metadata={"help": "TRL loss type (paper: DAPO token-level)."}
+    )
+    max_steps: int = field(
+        default=1900, metadata={"help": "Optimisation steps (paper: about 1,900)."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per step."}
+    )
+    micro_batch_size: int = field(
+        default=0, metadata={"help": "Samples per forward/backward (0 = the whole step at once)."}
+    )
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision for training."})
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = field(
+        default="runs/selfplay", metadata={"help": "Checkpoints, TensorBoard logs, samples."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seeds scenario order, sampling and initialisation."}
+    )
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int = field(
+        default=3, metadata={"help": "Complete checkpoints kept (oldest removed)."}
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+    sample_dialogues: int = field(
+        default=2, metadata={"help": "Dialogues written to samples/ per logging step."}
+    )
+    report_to: str = field(default="tensorboard", metadata={"help": "'tensorboard' or 'none'."})
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    env: NegotiationConfig = field(default_factory=lambda: NegotiationConfig(mode="training"))
+
+    def __post_init__(self) -> None:
+        for section in (self.model, self.rollout, self.reward, self.optim, self.run):
+            check_field_types(section)
+        if self.rollout.seats not in SEAT_MODES:
+            raise ValueError(
+                f"rollout.seats: {self.rollout.seats!r} is not one of {list(SEAT_MODES)}"
+            )
+        for name in (
+            "group_size",
+            "scenarios_per_step",
+            "max_new_tokens",
+            "summary_max_new_tokens",
+        ):
+            if getattr(self.rollout, name) < 1:
+                raise ValueError(
+                    f"rollout.{name}: must be at least 1, got {getattr(self.rollout, name)}"
+                )
+        if self.rollout.group_size < 2:
+            raise ValueError(
+                "rollout.group_size: GRPO compares dialogues in a group; use at least 2"
+            )
+        if self.reward.criterion not in ("ca", "conflict"):
+            raise ValueError(
+                f"reward.criterion: {self.reward.criterion!r} is not one of ['ca', 'conflict']"
+            )
+        if not 0.0 <= self.reward.absolute_weight <= 1.0:
+            raise ValueError(
+                f"reward.absolute_weight: must be in [0, 1], got {self.reward.absolute_weight}"
+            )
+        if self.optim.max_steps < 1:
+            raise ValueError(f"optim.max_steps: must be at least 1, got {self.optim.max_steps}")
+        if self.run.save_steps < 1 or self.run.save_total_limit < 1:
+            raise ValueError("run.save_steps and run.save_total_limit must be at least 1")
+
+    @property
+    def trained_seats(self) -> tuple[str, ...]:
+        return (
+            ("negotiator_0", "negotiator_1") if self.rollout.seats == "full" else ("negotiator_0",)
+        )
+
+    def turns_per_dialogue(self) -> int:
+        """Training samples per dialogue: the most dialogue turns the trained seat(s) can speak."""
+        turns = self.env.max_turns
+        if self.rollout.seats == "full":
+            return turns
+        first = self.env.first_speaker == "negotiator_0"
+        return (turns + 1) // 2 if first else turns // 2
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        for key in values:
+            if key not in sections:
+                raise ValueError(
+                    f"{source}: unknown section {key!r}; expected one of {sorted(sections)}"
+                )
+        built = {}
+        for name, spec in sections.items():
+            raw = values.get(name) or {}
+            if not isinstance(raw, dict):
+                raise ValueError(
+                    f"{source}: section {name!r} must be a mapping, got {type(raw).__name__}"
+                )
+            section_type = NegotiationConfig if name == "env" else spec.default_factory().__class__
+            known = {f.name for f in dataclasses.fields(section_type)}
+            for key in raw:
+                if key not in known:
+                    raise ValueError(f"{source}: unknown key {name}.{key}; known: {sorted(known)}")
+            if name == "env":
+                raw = {"mode": "training", **raw}
+            try:
+                built[name] = section_type(**raw)
+                check_field_types(built[name])
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{source}: {name}.{error}") from None
+        return cls(**built)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: the top level must be a mapping of sections")
+        for dotted, value in (overrides or {}).items():
+            section, _, key = dotted.partition(".")
+            values.setdefault(section, {})[key] = value
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def help(self) -> str:
+        """Every setting with its default and help text, for ``negotiate train --help-config``."""
+        lines = []
+        for section in dataclasses.fields(self):
+            value = getattr(self, section.name)
+            lines.append(f"{section.name}:")
+            for item in dataclasses.fields(value):
+                note = item.metadata.get("help", "")
+                lines.append(f"  {item.name}: {getattr(value, item.name)!r}  # {note}")
+        return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""Self-play rollouts: groups of dialogues on vectorized envs, turned into GRPO samples.
+
+For each scenario, G dialogues are played on G env instances with the same scenario. Every
+round, the acting seats of all unfinished dialogues (of all scenarios) are generated in one
+batched call per phase; agreement checks and the final judging are batched by the
+:class:`~negotiation_env.vector.VectorNegotiationEnv`; finished dialogues drop out.
+
+Each dialogue turn of a trained seat becomes one training sample whose prompt is *exactly*
+the chat that turn was sampled from (that seat's persona and rules, the dilemma, the last
+``context_turns`` turns), and whose completion is the generated tokens with the
+log-probabilities recorded at sampling time. So the loss covers the trained seat's dialogue
+turns and nothing else: the persona, system text and partner's turns are only ever prompt,
+and the resolution is never a sample. Every sample of a dialogue carries the dialogue's
+reward. A dialogue yields exactly :meth:`TrainConfig.turns_per_dialogue` samples: turns it
+did not reach are padded with one-token samples whose ``env_mask`` is 0, so every group has
+the same size for TRL and its per-group mean and standard deviation equal the per-dialogue
+ones (each dialogue is counted the same number of times).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from negotiation_env.backend_interface import Generation, GenerationSettings
+from negotiation_env.vector import VectorNegotiationEnv
+
+
+@dataclass
+class TurnSample:
+    seat: str
+    turn: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+
+
+@dataclass
+class DialogueOutcome:
+    scenario_id: str
+    reward: float | None  # None when the judge failed: the dialogue is left out of the loss
+    info: dict[str, Any]
+    samples: list[TurnSample] = field(default_factory=list)
+    generated_tokens: int = 0
+
+
+@dataclass
+class RolloutStats:
+    generation_seconds: float = 0.0
+    judging_seconds: float = 0.0
+    generated_tokens: int = 0
+    backend_calls: int = 0
+
+
+def play_dialogues(
+    backend: Any,
+    vector_env: VectorNegotiationEnv,
+    scenario_ids: Sequence[str],
+    dialogue: GenerationSettings,
+    summary: GenerationSettings,
+    trained_seats: Sequence[str],
+) -> tuple[list[DialogueOutcome], RolloutStats]:
+    """Play one dialogue per scenario id (repeat ids for groups) and collect trained turns."""
+    stats = RolloutStats()
+    vector_env.reset(list(scenario_ids))
+    samples: list[list[TurnSample]] = [[] for _ in scenario_ids]
+    tokens = [0] * len(scenario_ids)
+    while not vector_env.done:
+        pending = vector_env.pending()
+        actions: dict[int, str] = {}
+        for phase, settings in (("dialogue", dialogue), ("summary", summary)):
+            items = [(i, seat, obs) for i, seat, obs in pending if obs["phase"] == phase]
+            if not items:
+                continue
+            started = time.perf_counter()
+            generations: list[Generation] = backend.generate(
+                [list(obs["messages"]) for _, _, obs in items], settings
+            )
+            stats.generation_seconds += time.perf_counter() - started
+            stats.backend_calls += 1
+            for (index, seat, obs), generation in zip(items, generations, strict=True):
+                tokens[index] += len(generation.token_ids)
+                if phase == "dialogue" and seat in trained_seats:
+                    samples[index].append(
+                        TurnSample(
+                            seat,
+                            obs["turn"],
+                            list(generation.prompt_token_ids or []),
+                            list(generation.token_ids),
+                            list(generation.logprobs or []),
+                        )
+                    )
+                actions[index] = generation.text
+        started = time.perf_counter()
+        vector_env.step(actions)
+        stats.judging_seconds += time.perf_counter() - started
+    stats.generated_tokens = sum(tokens)
+    outcomes = []
+    for index, negotiation in enumerate(vector_env.negotiations):
+        judgement = negotiation.judgement
+        failed = judgement is not None and judgement.score is None
+        outcomes.append(
+            DialogueOutcome(
+                scenario_id=negotiation.scenario.id,
+                reward=None if failed else negotiation.reward(),
+                info=negotiation.summary_info(),
+                samples=samples[index],
+                generated_tokens=tokens[index],
+            )
+        )
+    return outcomes, stats
+
+
+def to_grpo_samples(
+    outcomes: Sequence[DialogueOutcome], turns_per_dialogue: int, pad_token_id: int
+) -> dict[str, list[Any]]:
+    """TRL rollout fields: ``turns_per_dialogue`` samples per dialogue, padding masked out."""
+    fields: dict[str, list[Any]] = {
+        "prompt_ids": [],
+        "completion_ids": [],
+        "logprobs": [],
+        "env_mask": [],
+        "negotiation_reward": [],
+        "seat": [],
+        "dialogue_index": [],
+    }
+    for dialogue_index, outcome in enumerate(outcomes):
+        if len(outcome.samples) > turns_per_dialogue:
+            raise ValueError(
+                f"dialogue on {outcome.scenario_id} has {len(outcome.samples)} trained turns, "
+                f"more than the {turns_per_dialogue} slots per dialogue"
+            )
+        if not outcome.samples:
+            raise ValueError(f"dialogue on {outcome.scenario_id} has no trained turn")
+        for sample in outcome.samples:
+            fields["prompt_ids"].append(sample.prompt_ids)
+            fields["completion_ids"].append(sample.completion_ids)
+            fields["logprobs"].append(sample.logprobs)
+            fields["env_mask"].append([1] * len(sample.completion_ids))
+            fields["seat"].append(sample.seat)
+        for _ in range(turns_per_dialogue - len(outcome.samples)):
+            # A turn the dialogue never reached: one masked token, so it adds nothing to the loss.
+            fields["prompt_ids"].append(outcome.samples[0].prompt_ids)
+            fields["completion_ids"].append([pad_token_id])
+            fields["logprobs"].append([0.0])
+            fields["env_mask"].append([0])
+            fields["seat"].append(outcome.samples[0].seat)
+        fields["negotiation_reward"] += [outcome.reward] * turns_per_dialogue
+        fields["dialogue_index"] += [dialogue_index] * turns_per_dialogue
+    return fields

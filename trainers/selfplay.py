@@ -1,0 +1,331 @@
+"""GRPO self-play on negotiations: the paper's method, built on TRL's GRPOTrainer.
+
+Each training prompt is a scenario. For it, G dialogues are played (see
+:mod:`trainers.rollout`); the judge scores the resolutions; every dialogue's reward goes to
+each of its trained turns; TRL normalises advantages per group and applies the DAPO loss
+to the trained turns' tokens. A dialogue without agreement (training mode) ends with reward
+0 and stays in its group. A dialogue whose judge failed is left out (its reward is None).
+
+>>> from trainers import TrainConfig, train_selfplay
+>>> result = train_selfplay(TrainConfig.from_yaml("configs/cpu_smoke.yaml"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from negotiation_env.backend_interface import GenerationSettings
+from negotiation_env.vector import VectorNegotiationEnv
+from trainers.common import (
+    CheckpointMixin,
+    ProgressCallback,
+    StepTimer,
+    grpo_arguments,
+    latest_complete_checkpoint,
+    load_policy,
+    policy_backend,
+    push_metrics,
+    remove_incomplete_checkpoints,
+)
+from trainers.config import TrainConfig
+from trainers.rollout import DialogueOutcome, RolloutStats, play_dialogues, to_grpo_samples
+
+
+def scenario_dataset(config: TrainConfig, bank: Any) -> Any:
+    """The training prompts: one row per scenario id of the pool, in a seeded order."""
+    import numpy as np
+    from datasets import Dataset
+
+    ids = sorted(bank.scenario_ids(config.rollout.split))
+    order = np.random.default_rng(config.run.seed).permutation(len(ids))
+    ids = [ids[i] for i in order]
+    if config.rollout.max_scenarios:
+        ids = ids[: config.rollout.max_scenarios]
+    if not ids:
+        raise ValueError(f"rollout.split {config.rollout.split!r} holds no scenarios")
+    return Dataset.from_dict({"prompt": ids})
+
+
+def dialogue_stats(outcomes: list[DialogueOutcome], group_size: int) -> dict[str, float]:
+    """The per-step negotiation metrics logged to TensorBoard."""
+    rewards = [o.reward for o in outcomes if o.reward is not None]
+    judged = [
+        o.info["judgement"]["score"]
+        for o in outcomes
+        if o.info.get("judgement") and o.info["judgement"]["score"] is not None
+    ]
+    agreed = [o for o in outcomes if o.info["agreement"]]
+    groups = [outcomes[i : i + group_size] for i in range(0, len(outcomes), group_size)]
+    group_rewards = [[o.reward for o in g if o.reward is not None] for g in groups]
+    return {
+        "negotiation/reward_mean": statistics.fmean(rewards) if rewards else float("nan"),
+        "negotiation/reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "negotiation/ca_mean": statistics.fmean(judged) if judged else float("nan"),
+        "negotiation/agreement_rate": len(agreed) / len(outcomes),
+        "negotiation/rounds_to_agreement": statistics.fmean(
+            o.info["rounds_to_agreement"] for o in agreed
+        )
+        if agreed
+        else float("nan"),
+        "negotiation/failed_rollout_fraction": 1 - len(agreed) / len(outcomes),
+        "negotiation/judge_failure_fraction": sum(o.reward is None for o in outcomes)
+        / len(outcomes),
+        "negotiation/zero_advantage_group_fraction": sum(len(set(r)) <= 1 for r in group_rewards)
+        / len(groups),
+        "negotiation/dialogue_turns": statistics.fmean(len(o.info["transcript"]) for o in outcomes),
+        "negotiation/dialogue_tokens": statistics.fmean(o.generated_tokens for o in outcomes),
+    }
+
+
+def write_samples(
+    output_dir: str | Path, step: int, outcomes: list[DialogueOutcome], count: int
+) -> None:
+    """A few dialogues of this step as readable text and as JSON lines."""
+    if count <= 0:
+        return
+    folder = Path(output_dir) / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    chosen = outcomes[:count]
+    with (folder / f"step_{step:06d}.txt").open("w", encoding="utf-8") as handle:
+        for outcome in chosen:
+            info = outcome.info
+            handle.write(
+                f"=== {outcome.scenario_id}  reward={outcome.reward}  agreement={info['agreement']}\n"
+            )
+            for turn in info["transcript"]:
+                handle.write(f"[{turn['speaker_name']}] {turn['text']}\n")
+            handle.write(f"[resolution] {info['resolution']}\n\n")
+    with (folder / f"step_{step:06d}.jsonl").open("w", encoding="utf-8") as handle:
+        for outcome in chosen:
+            handle.write(
+                json.dumps(
+                    {"scenario_id": outcome.scenario_id, "reward": outcome.reward, **outcome.info}
+                )
+                + "\n"
+            )
+
+
+class SelfPlayRollout:
+    """TRL ``rollout_func``: plays the dialogues of the prompts it receives with the current policy."""
+
+    def __init__(self, config: TrainConfig, judge: Any, agreement_detector: Any, bank: Any):
+        self.config = config
+        self.judge = judge
+        self.bank = bank
+        self.samples_per_dialogue = config.turns_per_dialogue()
+        group_judge = None
+        if config.reward.pairwise_in_group:
+            weight = config.reward.absolute_weight
+            group_judge = lambda requests: judge.group_rewards(requests, absolute_weight=weight)  # noqa: E731
+        self.vector_env = VectorNegotiationEnv(
+            1,
+            config.env,
+            scenarios=bank,
+            judge=judge,
+            agreement_detector=agreement_detector,
+            group_judge=group_judge,
+        )
+        self.dialogue = GenerationSettings(
+            max_new_tokens=config.rollout.max_new_tokens,
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+        )
+        self.summary = GenerationSettings(
+            max_new_tokens=config.rollout.summary_max_new_tokens,
+            temperature=config.rollout.summary_temperature,
+            top_p=1.0,
+        )
+        self.last_outcomes: list[DialogueOutcome] = []
+        self.last_stats = RolloutStats()
+
+    def dialogue_scenarios(self, prompts: list[str]) -> list[str]:
+        """One scenario id per dialogue: runs of ``samples_per_dialogue`` identical prompts."""
+        per = self.samples_per_dialogue
+        if len(prompts) % per:
+            raise ValueError(
+                f"{len(prompts)} prompts are not whole dialogues of {per} samples each"
+            )
+        scenario_ids = []
+        for start in range(0, len(prompts), per):
+            run = prompts[start : start + per]
+            if len(set(run)) != 1:
+                raise ValueError(
+                    "a dialogue's samples span different scenarios: check micro_batch_size"
+                )
+            scenario_ids.append(run[0])
+        return scenario_ids
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
+        started = time.perf_counter()
+        scenario_ids = self.dialogue_scenarios([str(p) for p in prompts])
+        with policy_backend(trainer) as backend:
+            outcomes, stats = play_dialogues(
+                backend,
+                self.vector_env,
+                scenario_ids,
+                self.dialogue,
+                self.summary,
+                self.config.trained_seats,
+            )
+        fields = to_grpo_samples(
+            outcomes, self.samples_per_dialogue, trainer.processing_class.pad_token_id
+        )
+        if self.config.rollout.per_seat_normalization:
+            fields["negotiation_reward"] = per_seat_normalised(
+                fields, self.config.rollout.group_size * self.samples_per_dialogue
+            )
+        self.last_outcomes, self.last_stats = outcomes, stats
+        elapsed = time.perf_counter() - started
+        trainer._last_rollout_seconds = getattr(trainer, "_last_rollout_seconds", 0.0) + elapsed
+        push_metrics(
+            trainer,
+            {
+                **dialogue_stats(outcomes, self.config.rollout.group_size),
+                "time/generation_seconds": stats.generation_seconds,
+                "time/judge_seconds": stats.judging_seconds,
+                "time/rollout_seconds": elapsed,
+                "rollout/generated_tokens_per_second": stats.generated_tokens
+                / max(stats.generation_seconds, 1e-9),
+            },
+        )
+        step = trainer.state.global_step
+        if step % max(self.config.run.logging_steps, 1) == 0:
+            write_samples(
+                self.config.run.output_dir, step, outcomes, self.config.run.sample_dialogues
+            )
+        return fields
+
+
+def per_seat_normalised(fields: dict[str, list[Any]], group_samples: int) -> list[float | None]:
+    """Rewards centred and scaled per seat within each group (SPIRAL/MARSHAL-style baselines)."""
+    rewards, seats = fields["negotiation_reward"], fields["seat"]
+    out: list[float | None] = list(rewards)
+    for start in range(0, len(rewards), group_samples):
+        for seat in set(seats[start : start + group_samples]):
+            index = [
+                i
+                for i in range(start, min(start + group_samples, len(rewards)))
+                if seats[i] == seat and rewards[i] is not None
+            ]
+            values = [rewards[i] for i in index]
+            if not values:
+                continue
+            mean = statistics.fmean(values)
+            std = statistics.pstdev(values) if len(values) > 1 else 0.0
+            for i in index:
+                out[i] = (rewards[i] - mean) / (std + 1e-4)
+    return out
+
+
+def negotiation_reward(
+    prompts: list[Any], completions: list[Any], negotiation_reward: list[Any], **_: Any
+) -> list[Any]:
+    """TRL reward function: the dialogue's reward, passed through from the rollout."""
+    return list(negotiation_reward)
+
+
+def load_reward_judge(config: TrainConfig) -> Any:
+    """The reward judge named by ``reward.judge`` (with the configured cache)."""
+    from agents.specs import load_judge, with_option
+
+    spec = config.reward.judge
+    if config.reward.judge_cache:
+        spec = with_option(spec, "judge_cache", config.reward.judge_cache)
+    return load_judge(spec, criterion=config.reward.criterion, role="reward")
+
+
+def build_trainer(
+    config: TrainConfig,
+    rollout: Any = None,
+    judge: Any = None,
+    agreement_detector: Any = None,
+    bank: Any = None,
+) -> Any:
+    """A ready GRPO trainer whose ``rollout_func`` is ``rollout`` (default: self-play)."""
+    from trl import GRPOTrainer
+
+    from negotiation_env.scenarios import ScenarioBank
+
+    bank = bank or ScenarioBank.default()
+    if rollout is None:
+        from agents.specs import load_agreement_detector
+
+        judge = judge if judge is not None else load_reward_judge(config)
+        if agreement_detector is None:
+            agreement_detector = load_agreement_detector(config.reward.agreement)
+        if config.reward.pairwise_in_group and not hasattr(judge, "group_rewards"):
+            raise ValueError("reward.pairwise_in_group needs an LLM judge (one with group_rewards)")
+        rollout = SelfPlayRollout(config, judge, agreement_detector, bank)
+    model, tokenizer, peft_config = load_policy(config)
+    samples_per_scenario = config.rollout.group_size * rollout.samples_per_dialogue
+    args = grpo_arguments(config, samples_per_scenario, rollout.samples_per_dialogue)
+
+    class NegotiationGRPOTrainer(CheckpointMixin, GRPOTrainer):
+        keep_checkpoints = config.run.save_total_limit
+
+    trainer_ref: list[Any] = []
+    trainer = NegotiationGRPOTrainer(
+        model=model,
+        reward_funcs=negotiation_reward,
+        args=args,
+        train_dataset=scenario_dataset(config, bank),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rollout_func=rollout,
+        callbacks=[ProgressCallback(sys.stdout), StepTimer(trainer_ref)],
+    )
+    trainer_ref.append(trainer)
+    trainer.negotiation_rollout = rollout
+    return trainer
+
+
+@dataclasses.dataclass
+class TrainResult:
+    output_dir: str
+    final_dir: str
+    steps: int
+    resumed_from: str | None
+    seconds: float
+
+
+def train_selfplay(config: TrainConfig, resume: bool = False, **components: Any) -> TrainResult:
+    """Train (or resume) and save the final adapter/model to ``output_dir/final``.
+
+    ``components`` go to :func:`build_trainer` (``rollout``, ``judge``,
+    ``agreement_detector``, ``bank``); the single-agent baseline passes its own rollout.
+    """
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    output = Path(config.run.output_dir)
+    # transformers' TensorBoard callback reads its folder from the environment
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(output / "tensorboard")
+    output.mkdir(parents=True, exist_ok=True)
+    removed = remove_incomplete_checkpoints(output)
+    for path in removed:
+        print(f"removed incomplete checkpoint {path}", file=sys.stderr)
+    checkpoint = latest_complete_checkpoint(output) if resume else None
+    if resume and checkpoint is None:
+        print(f"no complete checkpoint in {output}; starting from scratch", file=sys.stderr)
+    (output / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    started = time.perf_counter()
+    trainer = build_trainer(config, **components)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    final = output / "final"
+    trainer.save_model(str(final))
+    trainer.processing_class.save_pretrained(str(final))
+    return TrainResult(
+        str(output),
+        str(final),
+        trainer.state.global_step,
+        str(checkpoint) if checkpoint else None,
+        time.perf_counter() - started,
+    )
