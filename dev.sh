@@ -39,7 +39,14 @@ command="${1:-}"
 case "$command" in
   main)
     ensure_env
-    exec "$VENV/bin/negotiate" play --agent0 smollm2 --agent1 smollm2 --seed 0 "$@"
+    # Fetch the embedded model, train it by negotiation self-play for a few minutes, then
+    # compare the trained adapter with the untrained model on held-out scenarios. Both
+    # stages resume, so rerunning after an interruption finishes the same job.
+    out="${MAIN_OUT:-runs/main}"
+    "$VENV/bin/negotiate" models fetch smollm2
+    "$VENV/bin/negotiate" train --config configs/cpu_smoke.yaml --output-dir "$out" --resume "$@"
+    exec "$VENV/bin/negotiate" bench --agents smollm2 "smollm2?adapter=$out/final" --no-baselines \
+      --no-capability --scenarios 6 --max-turns 4 --run-dir "$out" --out "$out/bench"
     ;;
   test)
     ensure_env

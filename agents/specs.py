@@ -42,7 +42,14 @@ class AgentSpecError(ValueError):
 
 _BACKEND_OPTIONS = {
     "hf": ("adapter", "device", "dtype", "max_batch_size", "cache"),
-    "openai": ("api_key_env", "timeout", "max_retries", "concurrency", "backoff"),
+    "openai": (
+        "api_key_env",
+        "timeout",
+        "max_retries",
+        "concurrency",
+        "backoff",
+        "send_candidates",
+    ),
 }
 _SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
 _SUMMARY_OPTIONS = ("summary_temperature", "summary_max_new_tokens")
@@ -221,7 +228,9 @@ def _judge_parts(spec: str, role: str) -> tuple[str, dict[str, Any], dict[str, A
     judge_options = {k: options.pop(k) for k in _JUDGE_OPTIONS if k in options}
     cache_path = options.pop("judge_cache", None)
     if cache_path is not None:
-        judge_options["cache"] = _judge_caches.setdefault(str(cache_path), _new_cache(str(cache_path)))
+        judge_options["cache"] = _judge_caches.setdefault(
+            str(cache_path), _new_cache(str(cache_path))
+        )
     return base, judge_options, options
 
 

@@ -7,7 +7,9 @@ scenarios from the test split, each with a clearly better and a worse resolution
 kind of flaw in the worse one; in 44 of them the worse one is at least as long (the
 *length-controlled* subset, where "the longer wins" cannot help). ``injections.jsonl``
 (61 attacks, used while building the detector) and ``injections_heldout.jsonl`` (58 attacks
-written separately and never looked at while building it).
+written separately and never looked at while building it). ``agreement_quality.jsonl``:
+the last two turns of negotiations labelled agreed / not agreed, with tricky kinds (polite
+disagreement, agreement words without agreement, reluctant acceptance, ...).
 
 For every model x rubric wording x mode:
 
@@ -17,6 +19,9 @@ For every model x rubric wording x mode:
   inconsistent pair is a tie and counts as wrong), soft accuracy = P(p_better > 0.5),
   position-bias rate = share of pairs where the two orders disagree, seconds per judgement;
 - each on all items and on the length-controlled subset, next to the "longer wins" baseline.
+
+Agreement detectors (the explicit marker and each model x agreement rubric x mode):
+accuracy, precision and recall of "agreed".
 
 With ``--adversarial MODEL``, each attack is appended to the worse resolution of
 ``--attack-items`` items and we report the mean score inflation and the share of pairwise
@@ -36,11 +41,13 @@ from typing import Any
 
 from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
-from negotiation_env.judges.base import JudgeRequest
+from negotiation_env.judges import MarkerAgreementDetector
+from negotiation_env.judges.base import AgreementRequest, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache
-from negotiation_env.judges.llm import LLMJudge, PairwiseRequest
+from negotiation_env.judges.llm import LLMAgreementDetector, LLMJudge, PairwiseRequest
 from negotiation_env.judges.prompting import detect_injection
 from negotiation_env.scenarios import ScenarioBank
+from negotiation_env.transcript import Turn
 
 DATA = Path(__file__).parent / "data"
 
@@ -214,6 +221,63 @@ def adversarial_metrics(
     }
 
 
+def load_agreement_items(path: Path = DATA / "agreement_quality.jsonl") -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    bank = ScenarioBank.default()
+    items = [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    for item in items:
+        scenario = bank.get(item["scenario_id"])
+        item["request"] = AgreementRequest(
+            scenario,
+            tuple(
+                Turn(
+                    i,
+                    t["speaker"],
+                    scenario.personas[0 if t["speaker"] == "negotiator_0" else 1].name,
+                    t["text"],
+                )
+                for i, t in enumerate(item["turns"])
+            ),
+        )
+    return items
+
+
+def agreement_metrics(detector: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy, precision and recall of "agreed" decisions against the labels, and speed."""
+    started = time.perf_counter()
+    decisions = detector.detect_batch([item["request"] for item in items])
+    seconds = (time.perf_counter() - started) / len(items)
+    rows = [
+        {
+            "id": i["id"],
+            "kind": i["kind"],
+            "label": i["agreed"],
+            "agreed": d.agreed,
+            "probability": d.probability,
+            "error": d.details.get("error"),
+        }
+        for i, d in zip(items, decisions, strict=True)
+    ]
+    true_positive = sum(r["agreed"] and r["label"] for r in rows)
+    predicted, actual = sum(r["agreed"] for r in rows), sum(r["label"] for r in rows)
+    kinds = sorted({r["kind"] for r in rows})
+    return {
+        "rows": rows,
+        "seconds_per_judgement": round(seconds, 3),
+        "accuracy": _mean([float(r["agreed"] == r["label"]) for r in rows]),
+        "precision": true_positive / predicted if predicted else None,
+        "recall": true_positive / actual if actual else None,
+        "failed": sum(r["error"] is not None for r in rows),
+        "by_kind": {
+            k: _mean([float(r["agreed"] == r["label"]) for r in rows if r["kind"] == k])
+            for k in kinds
+        },
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Judge quality\n\nCommand: `{report['command']}`  \nMachine: {machine_line(report['machine'])}\n",
@@ -239,6 +303,17 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | {_f(a['accuracy'])} | "
             f"{_f(lc['accuracy'])} | {spread} | {bias} | {a['failed']} | {run['seconds_per_judgement']:.2f} |"
         )
+    if report.get("agreement"):
+        lines += [
+            "\n## Agreement detection\n",
+            "| detector | rubric | mode | accuracy | precision | recall | failed | s/judgement |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run in report["agreement"]:
+            lines.append(
+                f"| {run['model']} | {run['rubric']} | {run['mode']} | {_f(run['accuracy'])} | "
+                f"{_f(run['precision'])} | {_f(run['recall'])} | {run['failed']} | {run['seconds_per_judgement']:.2f} |"
+            )
     for name, adversarial in report.get("adversarial", {}).items():
         lines += [
             f"\n## Injection attacks: {name}\n",
@@ -271,6 +346,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--kinds", nargs="+", default=["absolute", "pairwise"], choices=["absolute", "pairwise"]
     )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N items (0 = all)")
+    parser.add_argument(
+        "--parsed-wordings",
+        type=int,
+        default=1,
+        help="run parsed mode on only the first N rubric wordings (it is the slow mode)",
+    )
     parser.add_argument(
         "--adversarial",
         nargs="*",
@@ -308,8 +389,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for model in args.models:
         backend = load_backend(model)
-        for rubric in args.rubrics:
+        for wording, rubric in enumerate(args.rubrics):
             for mode in args.modes:
+                if mode == "parsed" and wording >= args.parsed_wordings:
+                    continue
                 judge = LLMJudge(backend, rubric, mode=mode, cache=cache)
                 for kind in args.kinds:
                     metrics = (
@@ -323,6 +406,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f"{model:20} {rubric:11} {mode:8} {kind:8} accuracy {_f(run['all']['accuracy'])} "
                         f"(length-controlled {_f(run['length_controlled']['accuracy'])}), "
                         f"{run['seconds_per_judgement']:.2f} s/judgement",
+                        flush=True,
+                    )
+                    save()
+    agreement_items = load_agreement_items()[: args.limit or None]
+    if agreement_items and args.agreement:
+        report["agreement"] = []
+        marker = agreement_metrics(MarkerAgreementDetector(), agreement_items)
+        report["agreement"].append(
+            {"model": "marker [AGREE]", "rubric": "-", "mode": "-", **marker}
+        )
+        for model in args.models:
+            backend = load_backend(model)
+            for wording, rubric in enumerate(("agreement-v1", "agreement-v2")):
+                for mode in args.modes:
+                    if mode == "parsed" and wording >= args.parsed_wordings:
+                        continue
+                    detector = LLMAgreementDetector(backend, rubric, mode=mode, cache=cache)
+                    run = {
+                        "model": model,
+                        "rubric": rubric,
+                        "mode": mode,
+                        **agreement_metrics(detector, agreement_items),
+                    }
+                    report["agreement"].append(run)
+                    print(
+                        f"{model:20} {rubric:12} {mode:8} agreement accuracy {_f(run['accuracy'])} "
+                        f"precision {_f(run['precision'])} recall {_f(run['recall'])}",
                         flush=True,
                     )
                     save()

@@ -444,7 +444,8 @@ def test_cli_judge_absolute_resumes_and_pairwise_reports_both_orders(tmp_path, s
     record = json.loads(pair_out.read_text())
     assert record["preferred"] in ("a", "b", "tie") and 0.0 <= record["p_a"] <= 1.0
     assert (
-        isinstance(record["position_consistent"], bool) and record["judge"]["model"] == "hf:smollm2"
+        isinstance(record["position_consistent"], bool)
+        and record["judge"]["model"] == "hf:smollm2|float32"
     )
 
     bad = tmp_path / "bad.jsonl"

@@ -86,9 +86,8 @@ def test_two_steps_with_the_embedded_model_and_default_judge_then_resume(tmp_pat
         "train/time/training_seconds",
     ):
         assert tag in tags, f"{tag} missing from {sorted(tags)}"
-    # the CA mean exists exactly when some dialogue reached agreement and was judged
-    agreed = sum(scalars(out / "tensorboard", "train/negotiation/agreement_rate")) > 0
-    assert ("train/negotiation/ca_mean" in tags) == agreed
+    # the smoke configuration judges every resolution, so each step has a CA mean
+    assert len(scalars(out / "tensorboard", "train/negotiation/ca_mean")) == 2
     assert list((out / "samples").glob("step_*.txt"))
     config = (out / "train_config.yaml").read_text()
     assert "judge: default" in config

@@ -101,7 +101,7 @@ def test_lora_adapter_is_loaded_and_changes_the_model(smollm2, tmp_path):
     conversation = [chat("Should we buy the cheaper laptop?")]
     base_scores = smollm2.next_token_logprobs(conversation, ["Yes", "No"])[0]
     adapted_scores = adapted.next_token_logprobs(conversation, ["Yes", "No"])[0]
-    assert adapted.name.endswith(str(tmp_path / "adapter"))
+    assert str(tmp_path / "adapter") in adapted.name
     assert adapted_scores != pytest.approx(base_scores, abs=1e-4)
 
 

@@ -48,6 +48,25 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return value
 
 
+def keep_head_in_float32(model: torch.nn.Module) -> None:
+    """Run the output projection in float32 on a half-precision model.
+
+    Logits near 20 are spaced 0.125 apart in bfloat16, which makes close candidates exactly
+    equal (a judge choosing between "A" and "B" then reads 0.49 / 0.49). The body keeps its
+    fast half-precision matmuls; only the last projection, a small share of the work, is
+    done in float32.
+    """
+    head = model.get_output_embeddings()
+    if head is None or head.weight.dtype == torch.float32:
+        return
+    # A separate float32 copy: with tied embeddings, converting the shared weight in place
+    # would turn the input embeddings to float32 as well.
+    head.weight = torch.nn.Parameter(head.weight.detach().float().clone(), requires_grad=False)
+    if getattr(head, "bias", None) is not None:
+        head.bias = torch.nn.Parameter(head.bias.detach().float().clone(), requires_grad=False)
+    head.register_forward_pre_hook(lambda module, inputs: tuple(x.float() for x in inputs))
+
+
 def _cache_keyword(model: torch.nn.Module) -> str:
     """transformers 5.x renamed ``past_key_values`` to ``cache``; support both."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -89,12 +108,19 @@ class TransformersBackend:
                 f"cannot load model {model!r} from {path!r}: {error}. Give a registered name "
                 f"(negotiate models list), a local folder, or a hub id with network access."
             ) from None
+        if torch_dtype in (torch.bfloat16, torch.float16):
+            keep_head_in_float32(network)
         if adapter:
             from peft import PeftModel
 
             network = PeftModel.from_pretrained(network, adapter)
         network.to(self.device).eval()
-        self.name = f"hf:{model}" + (f"+{adapter}" if adapter else "")
+        # The name identifies what produces the outputs (judgement caches key on it).
+        self.name = (
+            f"hf:{model}"
+            + (f"+{adapter}" if adapter else "")
+            + f"|{str(torch_dtype).removeprefix('torch.')}"
+        )
         self._setup(network, tokenizer, max_batch_size)
 
     @classmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from negotiation_env.judges.base import (
     AgreementDecision,
@@ -60,6 +61,21 @@ class KeywordRubricJudge:
             "civil": not (set(words(text)) & HOSTILE_WORDS),
         }
         return Judgement(float(sum(points.values())), self.name, {"points": points})
+
+    def compare_batch(self, requests: Sequence[Any]) -> list[Any]:
+        """Pairwise by comparing the two scores (so the test double also serves pairwise code)."""
+        from negotiation_env.judges.llm import PairwiseJudgement
+
+        results = []
+        for request in requests:
+            a, b = (
+                self.score_one(JudgeRequest(request.scenario, text)).score
+                for text in (request.resolution_a, request.resolution_b)
+            )
+            preferred = "a" if a > b else "b" if b > a else "tie"
+            p_a = 0.5 + 0.5 * (a > b) - 0.5 * (b > a)
+            results.append(PairwiseJudgement(preferred, p_a, True, self.name, {"scores": [a, b]}))
+        return results
 
 
 class MarkerAgreementDetector:

@@ -1,0 +1,92 @@
+"""The evaluation suite end to end (quick tier, scripted agents, the deterministic judge)."""
+
+import json
+
+from benchmarks.suite import BenchConfig, Suite, held_out_scenarios
+from negotiation_env.judges import Judgement, KeywordRubricJudge
+from negotiation_env.scenarios import ScenarioBank
+
+
+def quick(tmp_path, **changes):
+    values = dict(
+        agents=["scripted:mediator", "scripted:stubborn", "scripted:conceding"],
+        scenarios=3,
+        judge="rule",
+        agreement="marker",
+        baselines=False,
+        capability=False,
+        out=str(tmp_path),
+    )
+    values.update(changes)
+    return BenchConfig(**values)
+
+
+def test_quick_tier_with_scripted_agents_produces_every_output(tmp_path):
+    results = Suite(quick(tmp_path)).run()
+    for name in (
+        "records.jsonl",
+        "pairwise.jsonl",
+        "results.json",
+        "results.md",
+        "scores.png",
+        "win_rates_ca.png",
+        "win_rates_conflict.png",
+        "rounds.png",
+    ):
+        assert (tmp_path / name).is_file(), name
+    rows = {row["agent"]: row for row in results["agents"]}
+    assert (
+        rows["scripted:mediator"]["agreement_rate"] == 1.0
+        and rows["scripted:stubborn"]["agreement_rate"] == 0.0
+    )
+    assert rows["scripted:mediator"]["ca"]["mean"] > rows["scripted:stubborn"]["ca"]["mean"]
+    mediator_vs_stubborn = results["win_rates"]["ca"]["scripted:mediator"]["scripted:stubborn"]
+    assert mediator_vs_stubborn["judged"] == 3 and mediator_vs_stubborn["win_rate"] == 1.0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["judge"]["model"] == "keyword-rubric-v1" and len(saved["episodes"]) == 9
+    assert saved["scenarios"] == held_out_scenarios(3)
+    assert "| scripted:mediator |" in (tmp_path / "results.md").read_text()
+
+
+def test_held_out_scenarios_are_test_split_and_fixed():
+    bank = ScenarioBank.default()
+    first, again = held_out_scenarios(10), held_out_scenarios(10)
+    assert first == again and len(set(first)) == 10
+    assert all(
+        bank.get(s).dilemma.split == "test" and bank.get(s).pair.split == "test" for s in first
+    )
+
+
+def test_an_interrupted_run_resumes_without_recomputing(tmp_path):
+    Suite(quick(tmp_path)).run()
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    (tmp_path / "records.jsonl").write_text(
+        "\n".join(lines[:-2]) + "\n"
+    )  # lose the last two episodes
+
+    class CountingJudge(KeywordRubricJudge):
+        calls = 0
+
+        def score_batch(self, requests):
+            CountingJudge.calls += len(requests)
+            return super().score_batch(requests)
+
+    Suite(quick(tmp_path), judge=CountingJudge()).run()
+    assert CountingJudge.calls == 2  # only the two lost episodes were played and judged again
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == len(lines)
+
+
+def test_a_judge_failure_is_recorded_and_counted_not_a_crash(tmp_path):
+    class FailsOnce(KeywordRubricJudge):
+        def score_batch(self, requests):
+            results = super().score_batch(requests)
+            results[0] = Judgement(None, self.name, error="server said 503")
+            return results
+
+    results = Suite(quick(tmp_path, agents=["scripted:mediator"]), judge=FailsOnce()).run()
+    row = results["agents"][0]
+    assert row["ca"]["judge_failures"] == 1 and row["ca"]["n"] == 2
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert (
+        sum(r["ca_score"] is None and r["judge_error"] == "server said 503" for r in records) == 1
+    )
