@@ -89,6 +89,10 @@ def _record(
 ) -> dict[str, Any]:
     negotiation = env.unwrapped.negotiation
     info = negotiation.summary_info()
+    episode = getattr(
+        env, "episode", None
+    )  # an ObserverWrapper's record of checks and interventions
+    observer = {"observer": episode.summary()} if episode is not None else {}
     return {
         "scenario": negotiation.scenario.to_record(),
         "seed": seed,
@@ -102,4 +106,5 @@ def _record(
         "judge_failed": info["judge_failed"],
         "reward": negotiation.reward(),
         "seconds": seconds,
+        **observer,
     }

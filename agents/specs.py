@@ -6,6 +6,7 @@
 ``openai:MODEL@URL``                an OpenAI-compatible server, e.g.
                                     ``openai:llama3@http://127.0.0.1:8000/v1``
 ``scripted:NAME``                   a scripted baseline (stubborn, conceding, random, mediator)
+                                    or adversary (insulting, judge, echo, stalling)
 ``module:function``                 your own callable (a class is instantiated without
                                     arguments); ``path/to/file.py:function`` also works
 ==================================  =====================================================
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from agents.adversarial import ADVERSARIAL_AGENTS
 from agents.models import registered
 from agents.scripted import SCRIPTED_AGENTS
 
@@ -177,12 +179,13 @@ def load_agent(spec: str, **options: Any) -> Any:
     options = {**spec_options, **options}
     prefix, sep, rest = base.partition(":")
     if prefix == "scripted" and sep:
-        if rest not in SCRIPTED_AGENTS:
+        known = {**SCRIPTED_AGENTS, **ADVERSARIAL_AGENTS}
+        if rest not in known:
             raise AgentSpecError(
-                f"unknown scripted agent {rest!r}; expected one of {sorted(SCRIPTED_AGENTS)}"
+                f"unknown scripted agent {rest!r}; expected one of {sorted(known)}"
             )
         try:
-            return SCRIPTED_AGENTS[rest](**options)
+            return known[rest](**options)
         except TypeError as error:
             raise AgentSpecError(f"{spec!r}: {error}") from None
     if is_llm_spec(base):

@@ -42,6 +42,30 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_f(row['tokens_per_dialogue'], '.0f')} | {_f(capability.get('perplexity'))} | "
             f"{_f(capability.get('prompt_level_accuracy'))} / {_f(capability.get('instruction_level_accuracy'))} |"
         )
+    observed = [row for row in results["agents"] if "observer" in row]
+    if observed:
+        lines += [
+            "",
+            "## Runtime constraints (observer)",
+            "",
+            "| agent | violations per episode | interventions per episode |",
+            "|---|---|---|",
+        ]
+        for row in observed:
+            summary = row["observer"]
+            violations = (
+                ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(summary["violations_per_episode"].items())
+                )
+                or "none"
+            )
+            interventions = (
+                ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(summary["interventions_per_episode"].items())
+                )
+                or "none"
+            )
+            lines.append(f"| {row['agent']} | {violations} | {interventions} |")
     for criterion, title in (("ca", "CA"), ("conflict", "Conflict-resolution")):
         matrix = results["win_rates"][criterion]
         if not matrix:

@@ -73,6 +73,7 @@ TIERS = {
 }
 BASELINES = ("smollm2", "scripted:mediator", "scripted:stubborn", "scripted:conceding")
 SCENARIO_SEED = 20261127  # fixes which held-out scenarios each tier uses
+OBSERVED = "+observer"  # suffix of an agent's name when it ran under the observer
 
 
 @dataclass
@@ -88,6 +89,7 @@ class BenchConfig:
     direct: bool = True
     capability: bool = True
     max_turns: int = 7
+    observer: str = ""  # a constraint file: every agent is also run under the observer
     out: str = "results/bench"
     run_dirs: list[str] = field(default_factory=list)
 
@@ -162,6 +164,15 @@ class Suite:
         )
         self.agreement = agreement_detector or load_agreement_detector(config.agreement)
         self.agents = agent_list(config)
+        self.observer = None
+        if config.observer:
+            from negotiation_env.observer import Observer
+
+            self.observer = (
+                Observer.default()
+                if config.observer == "default"
+                else Observer.from_file(config.observer)
+            )
         self.scenario_ids = held_out_scenarios(config.setting("scenarios"), self.bank)
         self._tokenizer = None
 
@@ -194,12 +205,16 @@ class Suite:
             for r in self._records("records.jsonl")
             if r["kind"] == "negotiated"
         }
-        for agent_spec, seed, decoding in itertools.product(
-            self.agents, self.config.seeds, self.config.decodings
+        variants = [(spec, None) for spec in self.agents]
+        if self.observer is not None:
+            variants += [(f"{spec} {OBSERVED}", self.observer) for spec in self.agents]
+        for (name, observer), seed, decoding in itertools.product(
+            variants, self.config.seeds, self.config.decodings
         ):
+            agent_spec = name.removesuffix(f" {OBSERVED}")
             if not is_llm_spec(split_spec(agent_spec)[0]) and decoding != self.config.decodings[0]:
                 continue  # scripted agents do not depend on decoding
-            todo = [s for s in self.scenario_ids if (agent_spec, seed, decoding, s) not in done]
+            todo = [s for s in self.scenario_ids if (name, seed, decoding, s) not in done]
             if not todo:
                 continue
             started = time.perf_counter()
@@ -209,6 +224,7 @@ class Suite:
                 scenarios=self.bank,
                 judge=self.judge,
                 agreement_detector=self.agreement,
+                observer=observer,
             )
             env.reset(todo)
             while not env.done:
@@ -218,14 +234,13 @@ class Suite:
                     {index: text for (index, _, _), text in zip(pending, utterances, strict=True)}
                 )
             records = []
-            for negotiation in env.negotiations:
-                info = negotiation.summary_info()
+            for negotiation, info in zip(env.negotiations, env.infos(), strict=True):
                 texts = [t["text"] for t in info["transcript"]] + [info["resolution"] or ""]
                 judgement = info["judgement"] or {}
                 records.append(
                     {
                         "kind": "negotiated",
-                        "agent": agent_spec,
+                        "agent": name,
                         "seed": seed,
                         "decoding": decoding,
                         "scenario_id": negotiation.scenario.id,
@@ -238,11 +253,12 @@ class Suite:
                         "ca_score": judgement.get("score"),
                         "judge_error": judgement.get("error"),
                         "judgement": judgement,
+                        **({"observer": info["observer"]} if "observer" in info else {}),
                     }
                 )
             self._append("records.jsonl", records)
             print(
-                f"negotiated: {agent_spec} seed {seed} {decoding}: {len(records)} scenarios in "
+                f"negotiated: {name} seed {seed} {decoding}: {len(records)} scenarios in "
                 f"{time.perf_counter() - started:.0f} s",
                 file=sys.stderr,
                 flush=True,
@@ -421,7 +437,10 @@ class Suite:
         pairwise = self._records("pairwise.jsonl")
         capability = {r["agent"]: r for r in self._records("capability.jsonl")}
         rows = []
-        for agent in self.agents:
+        names = self.agents + (
+            [f"{a} {OBSERVED}" for a in self.agents] if self.observer is not None else []
+        )
+        for agent in names:
             negotiated = [r for r in records if r["agent"] == agent and r["kind"] == "negotiated"]
             direct = [r for r in records if r["agent"] == agent and r["kind"] == "direct"]
             row = {"agent": agent, "ca": score_summary(negotiated), **efficiency(negotiated)}
@@ -433,6 +452,9 @@ class Suite:
                 }
             if agent in capability:
                 row["capability"] = capability[agent]
+            observed = [r["observer"] for r in negotiated if "observer" in r]
+            if observed:
+                row["observer"] = observer_summary(observed)
             rows.append(row)
         names = list(
             dict.fromkeys([*(r["agent_a"] for r in pairwise), *(r["agent_b"] for r in pairwise)])
@@ -455,6 +477,25 @@ class Suite:
             "judge_failures": sum(r.get("ca_score") is None for r in records)
             + sum(r.get("preferred") is None for r in pairwise),
         }
+
+
+def observer_summary(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Violations per episode by constraint, and interventions per episode by kind."""
+    episodes = len(summaries)
+    violations: dict[str, float] = {}
+    interventions: dict[str, float] = {}
+    for summary in summaries:
+        for constraint, count in summary["violations_by_constraint"].items():
+            violations[constraint] = violations.get(constraint, 0.0) + count / episodes
+        for intervention in summary["interventions"]:
+            interventions[intervention["kind"]] = (
+                interventions.get(intervention["kind"], 0.0) + 1 / episodes
+            )
+    return {
+        "episodes": episodes,
+        "violations_per_episode": violations,
+        "interventions_per_episode": interventions,
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

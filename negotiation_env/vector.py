@@ -39,6 +39,7 @@ class VectorNegotiationEnv:
         agreement_detector: Any = None,
         group_judge: GroupJudge | None = None,
         prompts: PromptTemplates | None = None,
+        observer: Any = None,
     ):
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
@@ -50,7 +51,9 @@ class VectorNegotiationEnv:
         )
         self.group_judge = group_judge
         self.prompts = prompts or PromptTemplates()
+        self.observer = observer  # an Observer: runtime constraints on every dialogue turn
         self.negotiations: list[Negotiation] = []
+        self.episodes: list[Any] = []
 
     def reset(self, scenarios: Sequence[Scenario | str]) -> None:
         """Start one negotiation per given scenario (ids or objects); the number of envs
@@ -60,6 +63,10 @@ class VectorNegotiationEnv:
         self.num_envs = len(scenarios)
         resolved = [s if isinstance(s, Scenario) else self.scenarios.get(s) for s in scenarios]
         self.negotiations = [Negotiation(s, self.config, self.prompts) for s in resolved]
+        if self.observer is not None:
+            from negotiation_env.observer.observer import ObservedEpisode
+
+            self.episodes = [ObservedEpisode(self.observer, s) for s in resolved]
 
     @property
     def done(self) -> bool:
@@ -67,18 +74,30 @@ class VectorNegotiationEnv:
 
     def pending(self) -> list[tuple[int, str, dict[str, Any]]]:
         """(env index, acting seat, observation) for every negotiation waiting for an action."""
-        return [
-            (index, n.speaker, n.observation(n.speaker))
-            for index, n in enumerate(self.negotiations)
-            if not n.done and n.needs is None
-        ]
+        waiting = []
+        for index, negotiation in enumerate(self.negotiations):
+            if negotiation.done or negotiation.needs is not None:
+                continue
+            observation = negotiation.observation(negotiation.speaker)
+            if self.episodes:
+                observation = self.episodes[index].decorate(negotiation.speaker, observation)
+            waiting.append((index, negotiation.speaker, observation))
+        return waiting
 
     def step(self, actions: dict[int, Any]) -> None:
         """Submit the acting seat's action for each given env index, then resolve what the
         protocol needs: agreement checks now (batched), judgements once nothing is running."""
         for index, action in actions.items():
             negotiation = self.negotiations[index]
-            negotiation.submit(negotiation.speaker, action)
+            speaker = negotiation.speaker
+            if self.episodes and negotiation.phase == "dialogue" and isinstance(action, str):
+                decision = self.episodes[index].review(speaker, action)
+                if decision.blocked:
+                    continue  # stays pending: the agent is asked again, with the reason
+                negotiation.submit(speaker, decision.text)
+                self.episodes[index].commit(speaker, decision)
+                continue
+            negotiation.submit(speaker, action)
         waiting = [n for n in self.negotiations if n.needs == "agreement"]
         if waiting:
             decisions = self.agreement_detector.detect_batch(
@@ -110,7 +129,10 @@ class VectorNegotiationEnv:
         return [n.reward() for n in self.negotiations]
 
     def infos(self) -> list[dict[str, Any]]:
-        return [n.summary_info() for n in self.negotiations]
+        infos = [n.summary_info() for n in self.negotiations]
+        for info, episode in zip(infos, self.episodes, strict=False):
+            info["observer"] = episode.summary()
+        return infos
 
 
 class _GroupAsJudge:

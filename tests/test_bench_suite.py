@@ -90,3 +90,26 @@ def test_a_judge_failure_is_recorded_and_counted_not_a_crash(tmp_path):
     assert (
         sum(r["ca_score"] is None and r["judge_error"] == "server said 503" for r in records) == 1
     )
+
+
+def test_observer_metrics_with_and_without_the_observer(tmp_path):
+    config = quick(
+        tmp_path,
+        agents=["scripted:insulting", "scripted:mediator"],
+        observer="default",
+        direct=False,
+    )
+    results = Suite(config).run()
+    rows = {row["agent"]: row for row in results["agents"]}
+    assert set(rows) == {
+        "scripted:insulting",
+        "scripted:mediator",
+        "scripted:insulting +observer",
+        "scripted:mediator +observer",
+    }
+    insulting = rows["scripted:insulting +observer"]["observer"]
+    assert insulting["violations_per_episode"]["no_insults"] >= 1
+    assert insulting["interventions_per_episode"]["blocked"] >= 2
+    assert rows["scripted:mediator +observer"]["observer"]["violations_per_episode"] == {}
+    assert "observer" not in rows["scripted:insulting"]
+    assert "Runtime constraints (observer)" in (tmp_path / "results.md").read_text()

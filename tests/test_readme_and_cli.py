@@ -44,6 +44,17 @@ def test_llm_agents_example_runs_as_written(tmp_path, smollm2):
     assert completed.stdout.count(": ") >= 3 and "resolution:" in completed.stdout
 
 
+def test_runtime_constraints_example_runs_as_written(tmp_path):
+    code = python_blocks(README.split("## Runtime constraints", 1)[1])[0]
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "'no_insults': 3" in completed.stdout
+    assert "[(1, 'blocked'), (1, 'blocked'), (1, 'fallback')" in completed.stdout
+    assert "sent instead: Let me put this constructively" in completed.stdout
+
+
 def test_readme_names_exactly_the_two_setup_commands_and_dev_sh_has_them():
     setup = README.split("## Set up", 1)[1].split("##", 1)[0]
     commands = re.findall(r"^\./dev\.sh (\w+)", setup, flags=re.M)
