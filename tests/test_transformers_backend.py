@@ -51,6 +51,21 @@ def test_greedy_batched_equals_one_by_one_despite_padding(smollm2):
         assert alone.token_ids == together.token_ids
 
 
+def test_dropping_finished_rows_changes_no_token_and_no_logprob(smollm2):
+    # The stop string ends rows at different steps, so rows leave the batch mid-way.
+    settings = GenerationSettings(max_new_tokens=24, temperature=0, stop=(".",))
+    plain = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+    plain.drop_finished = False
+    conversations = [chat(q) for q in QUESTIONS]
+    dropped = smollm2.generate(conversations, settings)
+    kept = plain.generate(conversations, settings)
+    assert len({len(g.token_ids) for g in dropped}) > 1  # rows really did finish apart
+    for fast, slow in zip(dropped, kept, strict=True):
+        assert fast.token_ids == slow.token_ids
+        assert fast.finish_reason == slow.finish_reason
+        assert fast.logprobs == pytest.approx(slow.logprobs, abs=1e-4)
+
+
 def test_same_seed_same_sample_and_small_micro_batches_change_nothing(smollm2):
     settings = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=7)
     first = smollm2.generate([chat(q) for q in QUESTIONS[:2]], settings)

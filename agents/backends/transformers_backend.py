@@ -144,6 +144,7 @@ class TransformersBackend:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.drop_finished = True
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id = tokenizer.pad_token_id
@@ -265,6 +266,13 @@ class TransformersBackend:
     def _decode(
         self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, generator: Any
     ) -> list[Generation]:
+        """Sample up to ``max_new_tokens`` for each prompt with a KV cache.
+
+        Rows that finish are dropped from the cache and the batch (when at least a quarter of
+        the running rows have finished, so the copy pays for itself): later steps cost only
+        what the unfinished rows need. ``self.drop_finished = False`` keeps every row to the
+        end (the plain loop; under greedy decoding both give the same tokens).
+        """
         ids, mask = self._left_pad(prompts)
         rows = ids.shape[0]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -273,29 +281,44 @@ class TransformersBackend:
         logits = output.logits[:, -1, :]
         stop_ids = torch.tensor(self.stop_token_ids, device=self.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        running = torch.arange(rows, device=self.device)  # the rows still in the cache
+        lengths = torch.full((rows,), settings.max_new_tokens, dtype=torch.long)
         stopped_by_text = [False] * rows
         tokens_per_step, logprobs_per_step = [], []
         next_position = positions[:, -1:] + 1
         for step in range(settings.max_new_tokens):
-            tokens, logprobs = self._sample(logits, settings, generator)
+            sampled, sampled_logprobs = self._sample(logits, settings, generator)
+            tokens = torch.full((rows,), self.pad_token_id, dtype=torch.long, device=self.device)
+            logprobs = torch.zeros(rows, dtype=sampled_logprobs.dtype, device=self.device)
+            tokens[running] = sampled
+            logprobs[running] = sampled_logprobs
             tokens = tokens.masked_fill(finished, self.pad_token_id)
             tokens_per_step.append(tokens)
             logprobs_per_step.append(logprobs)
+            was_finished = finished
             finished = finished | torch.isin(tokens, stop_ids)
             if settings.stop:
                 finished = finished | self._hit_stop_strings(
                     tokens_per_step, finished, settings.stop, stopped_by_text
                 )
+            lengths[finished & ~was_finished] = step + 1
             if bool(finished.all()) or step == settings.max_new_tokens - 1:
                 break
+            keep = ~finished[running]
+            if self.drop_finished and int(keep.sum()) <= 0.75 * len(running):
+                kept = keep.nonzero().squeeze(-1)
+                cache.batch_select_indices(kept)
+                mask, next_position, running = mask[kept], next_position[kept], running[kept]
             mask = torch.cat(
-                [mask, torch.ones((rows, 1), dtype=mask.dtype, device=self.device)], dim=1
+                [mask, torch.ones((len(running), 1), dtype=mask.dtype, device=self.device)], dim=1
             )
-            output = self._forward(tokens[:, None], mask, next_position, cache)
+            output = self._forward(tokens[running][:, None], mask, next_position, cache)
             cache = _output_cache(output)
             logits = output.logits[:, -1, :]
             next_position = next_position + 1
-        return self._collect(prompts, tokens_per_step, logprobs_per_step, settings, stopped_by_text)
+        return self._collect(
+            prompts, tokens_per_step, logprobs_per_step, settings, stopped_by_text, lengths.tolist()
+        )
 
     def _hit_stop_strings(
         self,
@@ -322,14 +345,16 @@ class TransformersBackend:
         step_logprobs: list[torch.Tensor],
         settings: GenerationSettings,
         stopped_by_text: list[bool],
+        lengths: list[int],
     ) -> list[Generation]:
+        """Each row's tokens up to and including the step it finished at."""
         tokens = torch.stack(steps, dim=1).tolist()
         logprobs = torch.stack(step_logprobs, dim=1).tolist()
         stop_set = set(self.stop_token_ids)
         generations = []
         for row, prompt in enumerate(prompts):
             kept, kept_logprobs, reason = [], [], "length"
-            for token, logprob in zip(tokens[row], logprobs[row], strict=True):
+            for token, logprob in zip(tokens[row][: lengths[row]], logprobs[row], strict=False):
                 kept.append(token)
                 kept_logprobs.append(logprob)
                 if token in stop_set:
