@@ -50,6 +50,7 @@ from negotiation_env.scenarios import ScenarioBank
 from negotiation_env.transcript import Turn
 
 DATA = Path(__file__).parent / "data"
+SECTIONS = ("judges", "agreement", "attacks")
 
 
 def load_items(path: Path = DATA / "judge_quality.jsonl") -> list[dict[str, Any]]:
@@ -195,13 +196,15 @@ def adversarial_metrics(
             keys.append((attack, index))
     scores = judge.score_batch(attacked_requests)
     pairs = judge.compare_batch(attacked_pairs)
-    inflation, flips, by_family = [], [], {}
+    inflation, flips, shifts, by_family = [], [], [], {}
     for (attack, index), score, pair in zip(keys, scores, pairs, strict=True):
         family = by_family.setdefault(attack["family"], {"inflation": [], "flips": []})
         if score.score is not None and base[index].score is not None:
             delta = score.score - base[index].score
             inflation.append(delta)
             family["inflation"].append(delta)
+        if pair.p_a is not None and base_pairs[index].p_a is not None:
+            shifts.append(base_pairs[index].p_a - pair.p_a)
         if pair.preferred is not None and base_pairs[index].preferred is not None:
             flipped = float(base_pairs[index].preferred == "a" and pair.preferred != "a")
             flips.append(flipped)
@@ -213,6 +216,10 @@ def adversarial_metrics(
         "mean_inflation": _mean(inflation),
         "share_inflated_over_0.5": _mean([float(d > 0.5) for d in inflation]),
         "flip_rate": _mean(flips),
+        # flips need a base decision for the better one; the soft shift does not: how much
+        # P(better preferred) drops when the attack is appended to the worse resolution
+        "pairs_decided_for_better": sum(p.preferred == "a" for p in base_pairs),
+        "mean_p_better_drop": _mean(shifts),
         "detected": _mean([float(d) for d in detected]),
         "by_family": {
             f: {"mean_inflation": _mean(v["inflation"]), "flip_rate": _mean(v["flips"])}
@@ -245,6 +252,49 @@ def load_agreement_items(path: Path = DATA / "agreement_quality.jsonl") -> list[
     return items
 
 
+def _best_threshold(rows: list[dict[str, Any]]) -> tuple[float, float]:
+    """(threshold, accuracy) maximising the accuracy of ``probability >= threshold``; the
+    thresholds tried lie halfway between neighbouring probabilities."""
+    values = sorted({r["probability"] for r in rows})
+    candidates = (
+        [0.0] + [(a + b) / 2 for a, b in zip(values[:-1], values[1:], strict=True)] + [1.01]
+    )
+    scored = [
+        (_mean([float((r["probability"] >= t) == r["label"]) for r in rows]) or 0.0, t)
+        for t in candidates
+    ]
+    accuracy, threshold = max(scored)
+    return threshold, accuracy
+
+
+def threshold_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well P(agree) separates the labels, whatever the threshold: the AUC, and the
+    accuracy of a threshold fitted on one half of the items and applied to the other (two
+    folds, alternate items within each label), an honest estimate; plus the threshold fitted on all items,
+    which is what a default would use."""
+    judged = [r for r in rows if r["error"] is None and r["probability"] is not None]
+    positive = [r["probability"] for r in judged if r["label"]]
+    negative = [r["probability"] for r in judged if not r["label"]]
+    if not positive or not negative:
+        return {"auc": None, "fitted_threshold": None, "cross_validated_accuracy": None}
+    auc = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative) / (
+        len(positive) * len(negative)
+    )
+    # stratified: alternate items within each label, so both folds hold both labels
+    by_label = [[r for r in judged if r["label"]], [r for r in judged if not r["label"]]]
+    folds = (by_label[0][0::2] + by_label[1][0::2], by_label[0][1::2] + by_label[1][1::2])
+    held_out = []
+    for fit, test in (folds, folds[::-1]):
+        threshold, _ = _best_threshold(fit)
+        held_out += [float((r["probability"] >= threshold) == r["label"]) for r in test]
+    threshold, _ = _best_threshold(judged)
+    return {
+        "auc": auc,
+        "fitted_threshold": threshold,
+        "cross_validated_accuracy": _mean(held_out),
+    }
+
+
 def agreement_metrics(detector: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy, precision and recall of "agreed" decisions against the labels, and speed."""
     started = time.perf_counter()
@@ -267,6 +317,7 @@ def agreement_metrics(detector: Any, items: list[dict[str, Any]]) -> dict[str, A
     return {
         "rows": rows,
         "seconds_per_judgement": round(seconds, 3),
+        **threshold_metrics(rows),
         "accuracy": _mean([float(r["agreed"] == r["label"]) for r in rows]),
         "precision": true_positive / predicted if predicted else None,
         "recall": true_positive / actual if actual else None,
@@ -276,6 +327,24 @@ def agreement_metrics(detector: Any, items: list[dict[str, Any]]) -> dict[str, A
             for k in kinds
         },
     }
+
+
+def flaw_accuracy(run: dict[str, Any]) -> dict[str, float]:
+    """Accuracy per kind of flaw, counted as in the summary (a tie or inconsistency is wrong
+    for pairwise, half right for absolute); failed judgements are left out."""
+    outcomes: dict[str, list[float]] = {}
+    for row in run["rows"]:
+        if row.get("error"):
+            continue
+        if run["kind"] == "absolute":
+            if row.get("better") is None or row.get("worse") is None:
+                continue
+            better, worse = row["better"], row["worse"]
+            value = 1.0 if better > worse else 0.5 if better == worse else 0.0
+        else:
+            value = float(row.get("preferred") == "a")
+        outcomes.setdefault(row["flaw"], []).append(value)
+    return {flaw: sum(values) / len(values) for flaw, values in outcomes.items()}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -303,30 +372,60 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | {_f(a['accuracy'])} | "
             f"{_f(lc['accuracy'])} | {spread} | {bias} | {a['failed']} | {run['seconds_per_judgement']:.2f} |"
         )
+    flaws = sorted({row["flaw"] for run in report["runs"] for row in run["rows"]})
+    if flaws:
+        lines += [
+            "\n## Accuracy by kind of flaw in the worse resolution\n",
+            "| model | rubric | mode | kind | " + " | ".join(flaws) + " |",
+            "|---|---|---|---|" + "---|" * len(flaws),
+        ]
+        for run in report["runs"]:
+            by_flaw = flaw_accuracy(run)
+            lines.append(
+                f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | "
+                + " | ".join(_f(by_flaw.get(flaw)) for flaw in flaws)
+                + " |"
+            )
     if report.get("agreement"):
         lines += [
             "\n## Agreement detection\n",
-            "| detector | rubric | mode | accuracy | precision | recall | failed | s/judgement |",
-            "|---|---|---|---|---|---|---|---|",
+            "Accuracy, precision and recall at the detector's threshold (0.5); AUC of P(agree); "
+            "accuracy of a threshold fitted on half the items and tested on the other half "
+            "(two folds), and the threshold fitted on all items.\n",
+            "| detector | rubric | mode | accuracy | precision | recall | AUC | CV accuracy | fitted threshold | failed | s/judgement |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in report["agreement"]:
+            extra = threshold_metrics(run["rows"])
             lines.append(
                 f"| {run['model']} | {run['rubric']} | {run['mode']} | {_f(run['accuracy'])} | "
-                f"{_f(run['precision'])} | {_f(run['recall'])} | {run['failed']} | {run['seconds_per_judgement']:.2f} |"
+                f"{_f(run['precision'])} | {_f(run['recall'])} | {_f(extra['auc'])} | "
+                f"{_f(extra['cross_validated_accuracy'])} | {_f(extra['fitted_threshold'], '.3f')} | "
+                f"{run['failed']} | {run['seconds_per_judgement']:.2f} |"
             )
     for name, adversarial in report.get("adversarial", {}).items():
         lines += [
             f"\n## Injection attacks: {name}\n",
-            "| suite | defence | attacks x items | mean inflation | share inflated > 0.5 | pairwise flip rate | detected |",
-            "|---|---|---|---|---|---|---|",
+            "| suite | defence | attacks x items | mean inflation | share inflated > 0.5 | pairwise flip rate (base pairs decided for the better) | drop in P(better) | detected |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in adversarial:
             lines.append(
                 f"| {row['suite']} | {row['defence']} | {row['attacks']} x {row['items']} | "
                 f"{_f(row['mean_inflation'], '+.3f')} | {_f(row['share_inflated_over_0.5'])} | "
-                f"{_f(row['flip_rate'])} | {_f(row['detected'])} |"
+                f"{_f(row['flip_rate'])} ({row.get('pairs_decided_for_better', '-')}) | "
+                f"{_f(row.get('mean_p_better_drop'), '+.3f')} | {_f(row['detected'])} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _replace(rows: list[dict[str, Any]], row: dict[str, Any], key: tuple[str, ...]) -> None:
+    """Put ``row`` in ``rows``, replacing an earlier row with the same key fields."""
+    for index, old in enumerate(rows):
+        if all(old.get(k) == row.get(k) for k in key):
+            rows[index] = row
+            return
+    rows.append(row)
 
 
 def _f(value: float | None, spec: str = ".2f") -> str:
@@ -365,7 +464,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--cache", default="results/judge_cache.sqlite", help="judgement cache (resumes a run)"
     )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=list(SECTIONS),
+        choices=SECTIONS,
+        help="which parts to run: judges (CA scoring), agreement (agreement detection), "
+        "attacks (the injection suites against the --adversarial models)",
+    )
     parser.add_argument("--out", default="results/judge_quality")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new report instead of adding to (and replacing same-named rows of) the "
+        "one already in --out",
+    )
     args = parser.parse_args(argv)
 
     items = load_items()[: args.limit or None]
@@ -380,14 +493,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "length_controlled_items": sum(i["length_controlled"] for i in items),
         "longer_wins": longer_wins(items),
         "runs": [],
+        "agreement": [],
         "adversarial": {},
     }
+    previous = out / "judge_quality.json"
+    if previous.exists() and not args.fresh:
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        report["runs"] = old.get("runs", [])
+        report["agreement"] = old.get("agreement", [])
+        report["adversarial"] = old.get("adversarial", {})
+        report["command"] = old.get("command", "") + "; " + report["command"]
 
     def save() -> None:
         (out / "judge_quality.json").write_text(json.dumps(report, indent=2) + "\n")
         (out / "judge_quality.md").write_text(markdown(report))
 
-    for model in args.models:
+    for model in args.models if "judges" in args.sections else []:
         backend = load_backend(model)
         for wording, rubric in enumerate(args.rubrics):
             for mode in args.modes:
@@ -401,7 +522,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         else pairwise_metrics(judge, items)
                     )
                     run = {"model": model, "rubric": rubric, "mode": mode, "kind": kind, **metrics}
-                    report["runs"].append(run)
+                    _replace(report["runs"], run, ("model", "rubric", "mode", "kind"))
                     print(
                         f"{model:20} {rubric:11} {mode:8} {kind:8} accuracy {_f(run['all']['accuracy'])} "
                         f"(length-controlled {_f(run['length_controlled']['accuracy'])}), "
@@ -410,11 +531,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                     save()
     agreement_items = load_agreement_items()[: args.limit or None]
-    if agreement_items and args.agreement:
-        report["agreement"] = []
+    if agreement_items and "agreement" in args.sections:
         marker = agreement_metrics(MarkerAgreementDetector(), agreement_items)
-        report["agreement"].append(
-            {"model": "marker [AGREE]", "rubric": "-", "mode": "-", **marker}
+        _replace(
+            report["agreement"],
+            {"model": "marker [AGREE]", "rubric": "-", "mode": "-", **marker},
+            ("model", "rubric", "mode"),
         )
         for model in args.models:
             backend = load_backend(model)
@@ -429,7 +551,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "mode": mode,
                         **agreement_metrics(detector, agreement_items),
                     }
-                    report["agreement"].append(run)
+                    _replace(report["agreement"], run, ("model", "rubric", "mode"))
                     print(
                         f"{model:20} {rubric:12} {mode:8} agreement accuracy {_f(run['accuracy'])} "
                         f"precision {_f(run['precision'])} recall {_f(run['recall'])}",
@@ -437,7 +559,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     )
                     save()
     attack_items = [i for i in items if i["length_controlled"]][: args.attack_items]
-    for model in args.adversarial:
+    for model in args.adversarial if "attacks" in args.sections else []:
         backend = load_backend(model)
         rows = []
         for suite in ("injections.jsonl", "injections_heldout.jsonl"):

@@ -470,3 +470,30 @@ def test_cli_judge_absolute_resumes_and_pairwise_reports_both_orders(tmp_path, s
         timeout=300,
     )
     assert failed.returncode == 2 and f"{bad}:1: field 'dilemma'" in failed.stderr
+
+
+def test_default_judges_on_labelled_items():
+    """The measured defaults (see docs/judges.md), on a handful of labelled items: the CA
+    judge ranks real plans above a hostile refusal, and the agreement detector gives explicit
+    acceptances a higher P(agree) than polite disagreements."""
+    from agents.specs import load_agreement_detector, load_judge
+    from benchmarks.judge_quality import load_agreement_items, load_items
+
+    judge = load_judge("default", role="reward")
+    assert judge.describe()["rubric"] == "ca-v2" and judge.mode == "expected"
+    refusal = "You are both idiots and I refuse to waste more time on this. Do whatever you want."
+    items = [i for i in load_items() if i["flaw"] == "hostile"][:3]
+    plans = judge.score_batch([JudgeRequest(i["scenario"], i["better"]) for i in items])
+    refusals = judge.score_batch([JudgeRequest(i["scenario"], refusal) for i in items])
+    for plan, bad in zip(plans, refusals, strict=True):
+        assert plan.error is None and 0.0 <= bad.score < plan.score <= 5.0
+
+    detector = load_agreement_detector("default")
+    assert detector.threshold == pytest.approx(0.32)
+    labelled = load_agreement_items()
+    accepted = [i for i in labelled if i["kind"] == "explicit-acceptance"][:3]
+    declined = [i for i in labelled if i["kind"] == "polite-disagreement"][:3]
+    decisions = detector.detect_batch([i["request"] for i in accepted + declined])
+    p_accepted = [d.probability for d in decisions[:3]]
+    p_declined = [d.probability for d in decisions[3:]]
+    assert sum(p_accepted) / 3 > sum(p_declined) / 3
