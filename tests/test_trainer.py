@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from negotiation_env.judges import Judgement
+from negotiation_env.judges import AgreementDecision, Judgement
 from tests.scripts.tiny import always_agree
 from tests.scripts.tiny import tiny_config as make_config
 from trainers.common import (
@@ -76,6 +76,8 @@ def test_unknown_or_mistyped_settings_name_the_key():
         TrainConfig.from_dict({"optim": {"learning_rate": "fast"}})
     with pytest.raises(ValueError, match="unknown section 'optimizer'"):
         TrainConfig.from_dict({"optimizer": {}})
+    with pytest.raises(ValueError, match="reward.observer.*neither"):
+        TrainConfig.from_dict({"reward": {"observer": "missing.yaml"}})
     with pytest.raises(ValueError, match="rollout.seats"):
         TrainConfig.from_dict({"rollout": {"seats": "both"}})
     with pytest.raises(ValueError, match="env.*max_turns"):
@@ -271,3 +273,81 @@ def test_checkpoint_bookkeeping(tmp_path):
     assert [p.name for p in remove_incomplete_checkpoints(tmp_path)] == ["checkpoint-4"]
     rotate_checkpoints(tmp_path, keep=2)
     assert [(s, done) for s, _, done in checkpoints(tmp_path)] == [(2, True), (3, True)]
+
+
+class RudeUnlessModeratedBackend:
+    """Test double for a policy backend: insults its partner unless the observer's moderator
+    note is in the prompt (``always_rude`` ignores the note too). Token ids are the bytes
+    of the text, log-probabilities a constant. Its polite turn proposes a plan in the words
+    of ``topic`` (so it stays on the dilemma)."""
+
+    name = "rude-double"
+
+    def __init__(self, topic, always_rude=False):
+        self.topic = topic
+        self.always_rude = always_rude
+
+    def generate(self, conversations, settings):
+        from negotiation_env.backend_interface import Generation
+
+        generations = []
+        for conversation in conversations:
+            last = conversation[-1]["content"]
+            if "(Moderator:" in last and not self.always_rude:
+                text = f"I propose we try this for a month and then review: {self.topic}"
+            elif "summary" in last.lower() or "resolution" in last.lower():
+                text = "Pilot the cheaper option for a month, then review quality together."
+            else:
+                text = "That is a ridiculous idea and you are an idiot for suggesting it."
+            ids = list(text.encode())
+            generations.append(Generation(text, "stop", ids, [-0.5] * len(ids), list(range(4))))
+        return generations
+
+
+def never_agree(scenario, transcript):
+    """Test double: the parties never agree (the dialogue runs all its turns)."""
+    return AgreementDecision(False, 0.0, "never")
+
+
+@pytest.mark.parametrize("always_rude", [False, True])
+def test_observer_in_training_replaces_blocked_turns_and_shapes_the_reward(always_rude):
+    from negotiation_env import NegotiationConfig
+    from negotiation_env.backend_interface import GenerationSettings
+    from negotiation_env.scenarios import ScenarioBank
+    from negotiation_env.vector import VectorNegotiationEnv
+    from trainers.rollout import play_dialogues
+    from trainers.selfplay import dialogue_stats, load_observer
+
+    env = VectorNegotiationEnv(
+        config=NegotiationConfig(mode="evaluation", max_turns=2),
+        judge=CountingJudge(constant=3.0),
+        agreement_detector=never_agree,
+        observer=load_observer("default", 0.5),
+    )
+    settings = GenerationSettings(max_new_tokens=16)
+    dilemma = ScenarioBank.default().get(SCENARIOS[0]).dilemma.text
+    outcomes, _ = play_dialogues(
+        RudeUnlessModeratedBackend(" ".join(dilemma.split()[:20]), always_rude),
+        env,
+        [SCENARIOS[0]] * 2,
+        settings,
+        settings,
+        ("negotiator_0",),
+    )
+    for outcome in outcomes:
+        observed = outcome.info["observer"]
+        blocked = [i for i in observed["interventions"] if i["kind"] == "blocked"]
+        assert blocked and blocked[0]["speaker"] == "negotiator_0"
+        # one sample per turn of the trained seat: the blocked attempt was replaced
+        assert [s.turn for s in outcome.samples] == [0]
+        sent = outcome.info["transcript"][0]["text"]
+        penalty = observed["penalties"].get("negotiator_0", 0.0)
+        if always_rude:  # regenerations ran out: the fallback was sent, with a penalty
+            assert "idiot" not in sent and penalty > 0
+            assert outcome.reward == pytest.approx(3.0 - penalty)
+        else:  # the moderated retry was sent and is what the sample trains
+            assert bytes(outcome.samples[0].completion_ids).decode() == sent
+            assert penalty == 0 and outcome.reward == 3.0
+    stats = dialogue_stats(outcomes, 2)
+    assert stats["negotiation/observer_violations"] >= 1
+    assert stats["negotiation/observer_interventions"] >= 1

@@ -122,6 +122,20 @@ class RewardConfig:
     judge_cache: str = field(
         default="", metadata={"help": "SQLite file caching judgements ('' = in memory)."}
     )
+    observer: str = field(
+        default="",
+        metadata={
+            "help": "Run the dialogues under the grounded observer: 'default' (the shipped "
+            "constraints) or a constraint file; '' = no observer (docs/observer.md)."
+        },
+    )
+    observer_penalty: float = field(
+        default=-1.0,
+        metadata={
+            "help": "Reward subtracted per observer violation of a trained seat; -1 = the "
+            "constraint file's shaping_penalty."
+        },
+    )
 
 
 @dataclass
@@ -203,6 +217,11 @@ class TrainConfig:
         if not 0.0 <= self.reward.absolute_weight <= 1.0:
             raise ValueError(
                 f"reward.absolute_weight: must be in [0, 1], got {self.reward.absolute_weight}"
+            )
+        observer = self.reward.observer
+        if observer not in ("", "default") and not Path(observer).is_file():
+            raise ValueError(
+                f"reward.observer: {observer!r} is neither 'default' nor an existing constraint file"
             )
         if self.optim.max_steps < 1:
             raise ValueError(f"optim.max_steps: must be at least 1, got {self.optim.max_steps}")

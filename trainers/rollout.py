@@ -83,29 +83,40 @@ def play_dialogues(
             for (index, seat, obs), generation in zip(items, generations, strict=True):
                 tokens[index] += len(generation.token_ids)
                 if phase == "dialogue" and seat in trained_seats:
-                    samples[index].append(
-                        TurnSample(
-                            seat,
-                            obs["turn"],
-                            list(generation.prompt_token_ids or []),
-                            list(generation.token_ids),
-                            list(generation.logprobs or []),
-                        )
+                    sample = TurnSample(
+                        seat,
+                        obs["turn"],
+                        list(generation.prompt_token_ids or []),
+                        list(generation.token_ids),
+                        list(generation.logprobs or []),
                     )
+                    earlier = samples[index]
+                    if earlier and (earlier[-1].seat, earlier[-1].turn) == (seat, sample.turn):
+                        # the observer blocked the earlier attempt at this turn: this one
+                        # replaces it (a dialogue keeps one sample per turn)
+                        earlier[-1] = sample
+                    else:
+                        earlier.append(sample)
                 actions[index] = generation.text
         started = time.perf_counter()
         vector_env.step(actions)
         stats.judging_seconds += time.perf_counter() - started
     stats.generated_tokens = sum(tokens)
     outcomes = []
+    infos = vector_env.infos()
     for index, negotiation in enumerate(vector_env.negotiations):
         judgement = negotiation.judgement
         failed = judgement is not None and judgement.score is None
+        reward = None if failed else negotiation.reward()
+        if reward is not None and vector_env.episodes:
+            # observer reward shaping: the trained seats' violation penalties
+            penalties = vector_env.episodes[index].penalties
+            reward -= sum(penalties.get(seat, 0.0) for seat in trained_seats)
         outcomes.append(
             DialogueOutcome(
                 scenario_id=negotiation.scenario.id,
-                reward=None if failed else negotiation.reward(),
-                info=negotiation.summary_info(),
+                reward=reward,
+                info=infos[index],
                 samples=samples[index],
                 generated_tokens=tokens[index],
             )

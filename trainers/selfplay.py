@@ -82,7 +82,35 @@ def dialogue_stats(outcomes: list[DialogueOutcome], group_size: int) -> dict[str
         / len(groups),
         "negotiation/dialogue_turns": statistics.fmean(len(o.info["transcript"]) for o in outcomes),
         "negotiation/dialogue_tokens": statistics.fmean(o.generated_tokens for o in outcomes),
+        **observer_stats(outcomes),
     }
+
+
+def observer_stats(outcomes: list[DialogueOutcome]) -> dict[str, float]:
+    """Violations and interventions per dialogue, when the dialogues ran under an observer."""
+    observed = [o.info["observer"] for o in outcomes if "observer" in o.info]
+    if not observed:
+        return {}
+    return {
+        "negotiation/observer_violations": statistics.fmean(
+            sum(len(c["violations"]) for c in summary["checks"]) for summary in observed
+        ),
+        "negotiation/observer_interventions": statistics.fmean(
+            len(summary["interventions"]) for summary in observed
+        ),
+    }
+
+
+def load_observer(spec: str, penalty: float) -> Any:
+    """The observer of ``reward.observer`` ('' = none), with ``penalty`` per violation (>= 0)."""
+    if not spec:
+        return None
+    from negotiation_env.observer import Observer
+
+    overrides = {"shaping_penalty": penalty} if penalty >= 0 else {}
+    if spec == "default":
+        return Observer.default(**overrides)
+    return Observer.from_file(spec, **overrides)
 
 
 def write_samples(
@@ -132,6 +160,7 @@ class SelfPlayRollout:
             judge=judge,
             agreement_detector=agreement_detector,
             group_judge=group_judge,
+            observer=load_observer(config.reward.observer, config.reward.observer_penalty),
         )
         self.dialogue = GenerationSettings(
             max_new_tokens=config.rollout.max_new_tokens,
