@@ -43,7 +43,8 @@ case "$command" in
     # compare the trained adapter with the untrained model on held-out scenarios. Both
     # stages resume, so rerunning after an interruption finishes the same job.
     out="${MAIN_OUT:-runs/main}"
-    "$VENV/bin/negotiate" models fetch smollm2
+    "$VENV/bin/negotiate" models fetch smollm2             # the policy and the CA judge
+    "$VENV/bin/negotiate" models fetch qwen2.5-coder-0.5b  # the agreement judge
     "$VENV/bin/negotiate" train --config configs/cpu_smoke.yaml --output-dir "$out" --resume "$@"
     exec "$VENV/bin/negotiate" bench --agents smollm2 "smollm2?adapter=$out/final" --no-baselines \
       --no-capability --scenarios 6 --max-turns 4 --run-dir "$out" --out "$out/bench"
