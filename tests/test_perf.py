@@ -1,0 +1,24 @@
+"""The performance suite's pieces run and report consistent figures (no timing asserted)."""
+
+from benchmarks import perf
+
+
+def test_env_and_rollout_figures_are_consistent(smollm2):
+    env = perf.env_steps_per_second(3)
+    assert env["episodes"] == 3 and env["steps"] >= 3 and env["steps_per_second"] > 0
+    rollout = perf.batched_rollout(smollm2, 2, 2, 4)
+    assert rollout["dialogues"] == 2
+    # 2 dialogues x 2 turns x at most 4 tokens, plus 2 resolutions of at most 4 tokens
+    assert 0 < rollout["generated_tokens"] <= 2 * 2 * 4 + 2 * 4
+    assert 0.0 <= rollout["env_share"] < 1.0
+    assert rollout["generation_seconds"] <= rollout["seconds"]
+
+
+def test_scaling_rows_without_a_training_figure_render_and_plot(tmp_path):
+    rows = [
+        {"dialogues": 1, "rollout_tokens_per_second": 5.0, "training_tokens_per_second": None},
+        {"dialogues": 2, "rollout_tokens_per_second": 9.0, "training_tokens_per_second": 3.0},
+    ]
+    perf.plot_scaling(rows, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert perf._f(None) == "-" and perf._f(2.25) == "2.2"
