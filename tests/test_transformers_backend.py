@@ -66,6 +66,28 @@ def test_dropping_finished_rows_changes_no_token_and_no_logprob(smollm2):
         assert fast.logprobs == pytest.approx(slow.logprobs, abs=1e-4)
 
 
+def test_top_p_shortlist_drops_exactly_what_a_full_sort_drops(smollm2):
+    backend = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+    log_probs = torch.log_softmax(
+        torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0], [1.0, 1.0, 1.0, 1.0, 0.9, 0.8]]), dim=-1
+    )
+    backend.top_p_shortlist = 0
+    full = backend._outside_nucleus(log_probs, 0.8)
+    # row 0: the top 2 hold 0.87 >= 0.8, so tokens 2.. are dropped; row 1 is flat
+    assert full[0].tolist() == [False, False, True, True, True, True]
+    for shortlist in (2, 3, 6):  # 2 and 3 are too short for row 1: the full sort decides
+        backend.top_p_shortlist = shortlist
+        assert torch.equal(backend._outside_nucleus(log_probs, 0.8), full)
+    # and on the real model, sampling with the shortlist gives the very same dialogue turns
+    settings = GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.95, seed=3)
+    sorted_everywhere = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+    sorted_everywhere.top_p_shortlist = 0
+    conversations = [chat(q) for q in QUESTIONS]
+    fast = smollm2.generate(conversations, settings)
+    slow = sorted_everywhere.generate(conversations, settings)
+    assert [g.token_ids for g in fast] == [g.token_ids for g in slow]
+
+
 def test_same_seed_same_sample_and_small_micro_batches_change_nothing(smollm2):
     settings = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=7)
     first = smollm2.generate([chat(q) for q in QUESTIONS[:2]], settings)

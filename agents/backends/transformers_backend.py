@@ -145,6 +145,7 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.drop_finished = True
+        self.top_p_shortlist = 256  # see _outside_nucleus; 0 = always sort the whole vocabulary
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id = tokenizer.pad_token_id
@@ -253,15 +254,35 @@ class TransformersBackend:
                 kth = torch.topk(filtered, settings.top_k, dim=-1).values[:, -1:]
                 filtered = filtered.masked_fill(filtered < kth, float("-inf"))
             if settings.top_p < 1.0:
-                sorted_values, sorted_index = torch.sort(filtered, dim=-1, descending=True)
-                cumulative = sorted_values.softmax(dim=-1).cumsum(dim=-1)
-                # drop a token when the tokens before it already reach top_p
-                drop_sorted = cumulative - sorted_values.softmax(dim=-1) >= settings.top_p
-                drop = drop_sorted.scatter(-1, sorted_index, drop_sorted)
+                drop = self._outside_nucleus(filtered, settings.top_p)
                 filtered = filtered.masked_fill(drop, float("-inf"))
             probabilities = filtered.softmax(dim=-1)
             tokens = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
         return tokens, log_probs.gather(-1, tokens[:, None]).squeeze(-1)
+
+    def _outside_nucleus(self, log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
+        """True for the tokens top-p sampling drops: a token is dropped when the more likely
+        tokens before it already hold ``top_p`` of the probability.
+
+        Sorting the whole vocabulary every step is the costly part (about 14 ms for 8 rows
+        of 49k on 2 cores, against under 1 ms for a top-256); when the ``top_p_shortlist``
+        most likely tokens of every row already hold ``top_p``, every token beyond them is
+        dropped anyway and only the shortlist needs ordering. Otherwise (or with
+        ``top_p_shortlist = 0``) the whole vocabulary is sorted.
+        """
+        normaliser = torch.logsumexp(log_probs, dim=-1, keepdim=True)
+        size = min(self.top_p_shortlist, log_probs.shape[-1])
+        if size > 0:
+            values, index = torch.topk(log_probs, size, dim=-1)
+            probabilities = (values - normaliser).exp()
+            cumulative = probabilities.cumsum(dim=-1)
+            if bool((cumulative[:, -1] >= top_p).all()):
+                drop = torch.ones_like(log_probs, dtype=torch.bool)
+                return drop.scatter(-1, index, cumulative - probabilities >= top_p)
+        values, index = torch.sort(log_probs, dim=-1, descending=True)
+        probabilities = (values - normaliser).exp()
+        drop_sorted = probabilities.cumsum(dim=-1) - probabilities >= top_p
+        return drop_sorted.scatter(-1, index, drop_sorted)
 
     def _decode(
         self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, generator: Any
