@@ -1,6 +1,6 @@
 """The performance suite: every figure measured side by side in one run, on this machine.
 
-    python -m benchmarks.perf                 # about 10 minutes on 2 CPU cores
+    python -m benchmarks.perf                 # about 25 minutes on 2 CPU cores
     python -m benchmarks.perf --quick         # smaller sizes, for a smoke check
 
 1. **Env overhead**: env steps per second with scripted agents; the env's share of wall time
@@ -11,8 +11,8 @@
 3. **Training throughput**: trained tokens per second of one optimisation step of our
    self-play trainer vs TRL's plain ``GRPOTrainer`` on a single-turn task, same model, same
    number of sequences, similar tokens (both timed the same way: loss, backward, optimiser
-   step on a prepared batch, in micro-batches of 4 sequences); fp32 and, where the CPU has
-   it, bf16 autocast.
+   step on a prepared batch, in micro-batches of 4 sequences; the fastest of 3 steps after
+   a warm-up); fp32 and, where the CPU has it, bf16 autocast.
 4. **Utilisation**: achieved FLOP/s (2 x parameters x tokens for generation, 6 x for
    training, over every token processed) as a share of this machine's peak matmul FLOP/s,
    measured here in fp32 and bf16.
@@ -42,6 +42,7 @@ SCENARIO = "pro-001/cost_vs_quality"
 # sequences per forward/backward in the training figures: the whole batch at once would need
 # the activations of 16 x ~600-token sequences (more than this machine's 24 GB)
 MICRO_BATCH = 4
+TIMED_STEPS = 3
 
 
 # ---------------------------------------------------------------------------- peak
@@ -296,7 +297,8 @@ def training_throughput(
     inputs = trainer._generate_and_score_completions(batch)
     trained, processed = _tokens(inputs)
     _timed_step(trainer, inputs, bf16, MICRO_BATCH)  # warm-up (allocations, autocast caches)
-    seconds = _timed_step(trainer, inputs, bf16, MICRO_BATCH)
+    # the fastest of a few steps: one step's time on a shared machine varies by a quarter
+    seconds = min(_timed_step(trainer, inputs, bf16, MICRO_BATCH) for _ in range(TIMED_STEPS))
     parameters = sum(p.numel() for p in trainer.model.parameters())
     return {
         "kind": kind,
