@@ -99,13 +99,24 @@ def absolute_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, 
     return {"rows": rows, "seconds_per_judgement": round(seconds, 3), **_absolute_summary(rows)}
 
 
+def _absolute_win(row: dict[str, Any]) -> float | None:
+    """1 when the better resolution scored higher, 0.5 for a tie, None when unscored."""
+    better, worse = row.get("better"), row.get("worse")
+    if better is None or worse is None:
+        return None
+    return 1.0 if better > worse else 0.5 if better == worse else 0.0
+
+
+def _pairwise_win(row: dict[str, Any]) -> float | None:
+    """1 when both orders chose the better resolution (a tie or inconsistency is 0), None
+    when the pair was not judged."""
+    return None if row.get("p_better") is None else float(row["preferred"] == "a")
+
+
 def _absolute_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
-        scored = [r for r in subset if r["better"] is not None and r["worse"] is not None]
-        wins = [
-            1.0 if r["better"] > r["worse"] else 0.5 if r["better"] == r["worse"] else 0.0
-            for r in scored
-        ]
+        scored = [r for r in subset if _absolute_win(r) is not None]
+        wins = [_absolute_win(r) for r in scored]
         return {
             "items": len(subset),
             "failed": len(subset) - len(scored),
@@ -144,11 +155,11 @@ def pairwise_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, 
 
 def _pairwise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
-        judged = [r for r in subset if r["p_better"] is not None]
+        judged = [r for r in subset if _pairwise_win(r) is not None]
         return {
             "items": len(subset),
             "failed": len(subset) - len(judged),
-            "accuracy": _mean([float(r["preferred"] == "a") for r in judged]),
+            "accuracy": _mean([_pairwise_win(r) for r in judged]),
             "soft_accuracy": _mean([float(r["p_better"] > 0.5) for r in judged]),
             "position_bias_rate": _mean([float(not r["consistent"]) for r in judged]),
             "mean_p_better": _mean([r["p_better"] for r in judged]),
@@ -331,19 +342,13 @@ def agreement_metrics(detector: Any, items: list[dict[str, Any]]) -> dict[str, A
 
 def flaw_accuracy(run: dict[str, Any]) -> dict[str, float]:
     """Accuracy per kind of flaw, counted as in the summary (a tie or inconsistency is wrong
-    for pairwise, half right for absolute); failed judgements are left out."""
+    for pairwise, half right for absolute); unjudged items are left out."""
+    win = _absolute_win if run["kind"] == "absolute" else _pairwise_win
     outcomes: dict[str, list[float]] = {}
     for row in run["rows"]:
-        if row.get("error"):
-            continue
-        if run["kind"] == "absolute":
-            if row.get("better") is None or row.get("worse") is None:
-                continue
-            better, worse = row["better"], row["worse"]
-            value = 1.0 if better > worse else 0.5 if better == worse else 0.0
-        else:
-            value = float(row.get("preferred") == "a")
-        outcomes.setdefault(row["flaw"], []).append(value)
+        value = win(row)
+        if value is not None:
+            outcomes.setdefault(row["flaw"], []).append(value)
     return {flaw: sum(values) / len(values) for flaw, values in outcomes.items()}
 
 

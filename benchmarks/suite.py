@@ -168,11 +168,7 @@ class Suite:
         if config.observer:
             from negotiation_env.observer import Observer
 
-            self.observer = (
-                Observer.default()
-                if config.observer == "default"
-                else Observer.from_file(config.observer)
-            )
+            self.observer = Observer.load(config.observer)
         self.scenario_ids = held_out_scenarios(config.setting("scenarios"), self.bank)
         self._tokenizer = None
 

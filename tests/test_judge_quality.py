@@ -38,7 +38,10 @@ def test_flaw_accuracy_counts_absolute_ties_as_half_and_pairwise_inconsistency_a
     assert flaw_accuracy(absolute) == {"vague": 0.75, "hostile": 0.0}
     pairwise = {
         "kind": "pairwise",
-        "rows": [{"flaw": "vague", "preferred": "a"}, {"flaw": "vague", "preferred": "tie"}],
+        "rows": [
+            {"flaw": "vague", "preferred": "a", "p_better": 0.8},
+            {"flaw": "vague", "preferred": "tie", "p_better": 0.5},
+        ],
     }
     assert flaw_accuracy(pairwise) == {"vague": pytest.approx(0.5)}
 

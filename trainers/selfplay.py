@@ -107,10 +107,7 @@ def load_observer(spec: str, penalty: float) -> Any:
         return None
     from negotiation_env.observer import Observer
 
-    overrides = {"shaping_penalty": penalty} if penalty >= 0 else {}
-    if spec == "default":
-        return Observer.default(**overrides)
-    return Observer.from_file(spec, **overrides)
+    return Observer.load(spec, **({"shaping_penalty": penalty} if penalty >= 0 else {}))
 
 
 def write_samples(

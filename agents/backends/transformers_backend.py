@@ -375,7 +375,8 @@ class TransformersBackend:
         generations = []
         for row, prompt in enumerate(prompts):
             kept, kept_logprobs, reason = [], [], "length"
-            for token, logprob in zip(tokens[row][: lengths[row]], logprobs[row], strict=False):
+            length = lengths[row]
+            for token, logprob in zip(tokens[row][:length], logprobs[row][:length], strict=True):
                 kept.append(token)
                 kept_logprobs.append(logprob)
                 if token in stop_set:

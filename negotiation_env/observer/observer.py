@@ -30,7 +30,7 @@ A configuration file (YAML)::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -73,13 +73,7 @@ class Violation:
     message: str
 
     def to_record(self) -> dict[str, Any]:
-        return {
-            "constraint": self.constraint,
-            "overlay": self.overlay,
-            "turn": self.turn,
-            "speaker": self.speaker,
-            "message": self.message,
-        }
+        return asdict(self)
 
 
 class Observer:
@@ -115,6 +109,11 @@ class Observer:
         """The shipped constraint set (``negotiation_env/observer/default_constraints.yaml``)."""
         path = Path(str(resources.files("negotiation_env.observer") / "default_constraints.yaml"))
         return cls.from_file(path, **overrides)
+
+    @classmethod
+    def load(cls, spec: str, **overrides: Any) -> Observer:
+        """``default`` (the shipped constraints) or the path of a constraint file."""
+        return cls.default(**overrides) if spec == "default" else cls.from_file(spec, **overrides)
 
     @classmethod
     def from_text(
