@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.base import act_batch, agent_name
+from negotiation_env.backend_interface import prefix_caching
 
 
 def seed_everything(seed: int) -> None:
@@ -46,7 +47,8 @@ def play_episodes(
     Every round, the acting seats of all unfinished envs are collected and each agent is
     called once with all of its observations (``act_batch``), so an LLM agent generates the
     turns of many dialogues in one batched call; finished episodes drop out. Returns one
-    record per env, in order.
+    record per env, in order. LLM agents' backends reuse the prompt prefixes they have
+    computed while these episodes last (see ``prefix_caching``).
     """
     missing = [a for a in envs[0].possible_agents if a not in agents] if envs else []
     if missing:
@@ -58,6 +60,13 @@ def play_episodes(
     for env, seed, scenario in zip(envs, seeds, scenarios, strict=True):
         env.reset(seed=seed, options={"scenario": scenario} if scenario is not None else None)
     started = time.perf_counter()
+    with prefix_caching(getattr(agent, "backend", None) for agent in agents.values()):
+        _play_rounds(envs, agents)
+    seconds = round(time.perf_counter() - started, 3)
+    return [_record(env, agents, seed, seconds) for env, seed in zip(envs, seeds, strict=True)]
+
+
+def _play_rounds(envs: Sequence[Any], agents: Mapping[str, Any]) -> None:
     while True:
         pending: dict[int, list[tuple[Any, dict[str, Any]]]] = {}
         for env in envs:
@@ -73,8 +82,6 @@ def play_episodes(
             utterances = act_batch(agent, [observation for _, observation in group])
             for (env, _), utterance in zip(group, utterances, strict=True):
                 env.step(utterance)
-    seconds = round(time.perf_counter() - started, 3)
-    return [_record(env, agents, seed, seconds) for env, seed in zip(envs, seeds, strict=True)]
 
 
 def _finish_dead_steps(env: Any) -> None:

@@ -12,7 +12,8 @@ batched) and :class:`~agents.backends.openai_backend.OpenAIBackend` (any
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -87,3 +88,23 @@ class LLMBackend(Protocol):
         (after ``assistant_prefix``, where the backend supports a prefix). Candidates the
         backend cannot score get ``-inf``. Used by judges to read off expected scores."""
         ...
+
+
+@contextmanager
+def prefix_caching(backends: Iterable[object]) -> Iterator[None]:
+    """Open the prefix-caching scope of every backend that offers one (an optional part of
+    the interface: ``backend.prefix_caching()``, a context manager inside which prompts
+    reuse the computation of prefixes already seen). Rollouts play their turns inside it;
+    backends without it, or the same backend twice, are fine.
+
+    >>> with prefix_caching([agent.backend for agent in seats.values()]):  # doctest: +SKIP
+    ...     play_turns()
+    """
+    seen: set[int] = set()
+    with ExitStack() as stack:
+        for backend in backends:
+            scope = getattr(backend, "prefix_caching", None)
+            if scope is not None and id(backend) not in seen:
+                seen.add(id(backend))
+                stack.enter_context(scope())
+        yield

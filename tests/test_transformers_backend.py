@@ -66,18 +66,25 @@ def test_dropping_finished_rows_changes_no_token_and_no_logprob(smollm2):
         assert fast.logprobs == pytest.approx(slow.logprobs, abs=1e-4)
 
 
-def test_top_p_shortlist_drops_exactly_what_a_full_sort_drops(smollm2):
+def test_top_p_shortlist_keeps_exactly_what_a_full_sort_keeps(smollm2):
     backend = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
     log_probs = torch.log_softmax(
         torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0, -1.0], [1.0, 1.0, 1.0, 1.0, 0.9, 0.8]]), dim=-1
     )
-    backend.top_p_shortlist = 0
-    full = backend._outside_nucleus(log_probs, 0.8)
-    # row 0: the top 2 hold 0.87 >= 0.8, so tokens 2.. are dropped; row 1 is flat
-    assert full[0].tolist() == [False, False, True, True, True, True]
-    for shortlist in (2, 3, 6):  # 2 and 3 are too short for row 1: the full sort decides
+
+    def kept(shortlist):  # {token: probability} of the tokens each row may draw
         backend.top_p_shortlist = shortlist
-        assert torch.equal(backend._outside_nucleus(log_probs, 0.8), full)
+        probabilities, candidates = backend._nucleus(log_probs, 0.8)
+        return [
+            {t: round(p, 6) for t, p in zip(c.tolist(), q.tolist(), strict=True) if p > 0}
+            for c, q in zip(candidates, probabilities, strict=True)
+        ]
+
+    full = kept(0)
+    # row 0: the top 2 hold 0.87 >= 0.8, so tokens 2.. are dropped; row 1 is flat
+    assert sorted(full[0]) == [0, 1] and len(full[1]) == 5
+    for shortlist in (2, 3, 6):  # 2 and 3 are too short for row 1: the full sort decides
+        assert kept(shortlist) == full
     # and on the real model, sampling with the shortlist gives the very same dialogue turns
     settings = GenerationSettings(max_new_tokens=16, temperature=0.7, top_p=0.95, seed=3)
     sorted_everywhere = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
@@ -167,3 +174,38 @@ def test_bf16_backend_generates(smollm2):
         [chat("Say hello.")], GenerationSettings(max_new_tokens=5, temperature=0)
     )[0]
     assert generation.token_ids and bf16.model.dtype == torch.bfloat16
+
+
+def test_prefix_caching_changes_no_token_across_turns_and_reuses_the_shared_prefix(smollm2):
+    # Turn 1: two identical prompts (a group's opening) and two that share the system text;
+    # turn 2 continues each chat, so its prompt begins with turn 1's prompt and answer.
+    # Rows finish apart (stop string), so they are stored as they leave the batch.
+    settings = GenerationSettings(max_new_tokens=20, temperature=0, logprobs=True, stop=("!",))
+    system = "You are a careful negotiator. You value fairness, honesty and keeping promises."
+    openings = [
+        chat(QUESTIONS[0], system),
+        chat(QUESTIONS[0], system),
+        chat(QUESTIONS[1], system),
+        chat(QUESTIONS[3]),
+    ]
+    plain = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+
+    def two_turns(backend):
+        first = backend.generate(openings, settings)
+        follow = [
+            c + [{"role": "assistant", "content": g.text}, {"role": "user", "content": "Why?"}]
+            for c, g in zip(openings, first, strict=True)
+        ]
+        return first + backend.generate(follow, settings)
+
+    with smollm2.prefix_caching() as store:
+        fast = two_turns(smollm2)
+    assert smollm2.prefix_store is None  # the scope empties the store on exit
+    slow = two_turns(plain)
+    for quick, reference in zip(fast, slow, strict=True):
+        assert quick.token_ids == reference.token_ids
+        assert quick.logprobs == pytest.approx(reference.logprobs, abs=1e-4)
+    assert store.prompt_tokens == sum(len(g.prompt_token_ids) for g in slow)
+    # the identical openings and the shared system text are computed once, and turn 2 only
+    # computes the new turns: the model processes well under half of the prompt tokens
+    assert store.computed_tokens < 0.5 * store.prompt_tokens

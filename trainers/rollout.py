@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from negotiation_env.backend_interface import Generation, GenerationSettings
+from negotiation_env.backend_interface import Generation, GenerationSettings, prefix_caching
 from negotiation_env.vector import VectorNegotiationEnv
 
 
@@ -62,45 +62,50 @@ def play_dialogues(
     summary: GenerationSettings,
     trained_seats: Sequence[str],
 ) -> tuple[list[DialogueOutcome], RolloutStats]:
-    """Play one dialogue per scenario id (repeat ids for groups) and collect trained turns."""
+    """Play one dialogue per scenario id (repeat ids for groups) and collect trained turns.
+
+    The backend reuses the prompt prefixes it has computed (see ``prefix_caching``) for the
+    length of this call, while the weights stay fixed.
+    """
     stats = RolloutStats()
     vector_env.reset(list(scenario_ids))
     samples: list[list[TurnSample]] = [[] for _ in scenario_ids]
     tokens = [0] * len(scenario_ids)
-    while not vector_env.done:
-        pending = vector_env.pending()
-        actions: dict[int, str] = {}
-        for phase, settings in (("dialogue", dialogue), ("summary", summary)):
-            items = [(i, seat, obs) for i, seat, obs in pending if obs["phase"] == phase]
-            if not items:
-                continue
+    with prefix_caching([backend]):
+        while not vector_env.done:
+            pending = vector_env.pending()
+            actions: dict[int, str] = {}
+            for phase, settings in (("dialogue", dialogue), ("summary", summary)):
+                items = [(i, seat, obs) for i, seat, obs in pending if obs["phase"] == phase]
+                if not items:
+                    continue
+                started = time.perf_counter()
+                generations: list[Generation] = backend.generate(
+                    [list(obs["messages"]) for _, _, obs in items], settings
+                )
+                stats.generation_seconds += time.perf_counter() - started
+                stats.backend_calls += 1
+                for (index, seat, obs), generation in zip(items, generations, strict=True):
+                    tokens[index] += len(generation.token_ids)
+                    if phase == "dialogue" and seat in trained_seats:
+                        sample = TurnSample(
+                            seat,
+                            obs["turn"],
+                            list(generation.prompt_token_ids or []),
+                            list(generation.token_ids),
+                            list(generation.logprobs or []),
+                        )
+                        earlier = samples[index]
+                        if earlier and (earlier[-1].seat, earlier[-1].turn) == (seat, sample.turn):
+                            # the observer blocked the earlier attempt at this turn: this one
+                            # replaces it (a dialogue keeps one sample per turn)
+                            earlier[-1] = sample
+                        else:
+                            earlier.append(sample)
+                    actions[index] = generation.text
             started = time.perf_counter()
-            generations: list[Generation] = backend.generate(
-                [list(obs["messages"]) for _, _, obs in items], settings
-            )
-            stats.generation_seconds += time.perf_counter() - started
-            stats.backend_calls += 1
-            for (index, seat, obs), generation in zip(items, generations, strict=True):
-                tokens[index] += len(generation.token_ids)
-                if phase == "dialogue" and seat in trained_seats:
-                    sample = TurnSample(
-                        seat,
-                        obs["turn"],
-                        list(generation.prompt_token_ids or []),
-                        list(generation.token_ids),
-                        list(generation.logprobs or []),
-                    )
-                    earlier = samples[index]
-                    if earlier and (earlier[-1].seat, earlier[-1].turn) == (seat, sample.turn):
-                        # the observer blocked the earlier attempt at this turn: this one
-                        # replaces it (a dialogue keeps one sample per turn)
-                        earlier[-1] = sample
-                    else:
-                        earlier.append(sample)
-                actions[index] = generation.text
-        started = time.perf_counter()
-        vector_env.step(actions)
-        stats.judging_seconds += time.perf_counter() - started
+            vector_env.step(actions)
+            stats.judging_seconds += time.perf_counter() - started
     stats.generated_tokens = sum(tokens)
     outcomes = []
     infos = vector_env.infos()

@@ -14,7 +14,8 @@ optimise. Conversations are sorted by length and cut into micro-batches to limit
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,6 +25,13 @@ from agents.backends.base import (
     Conversation,
     Generation,
     GenerationSettings,
+)
+from agents.backends.kv_cache import (
+    PrefixStore,
+    cache_from_blocks,
+    plain_layers,
+    reserve_room,
+    shared_prefixes,
 )
 from agents.models import resolve_model
 
@@ -145,7 +153,11 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.drop_finished = True
-        self.top_p_shortlist = 256  # see _outside_nucleus; 0 = always sort the whole vocabulary
+        self.top_p_shortlist = 256  # see _nucleus; 0 = always sort the whole vocabulary
+        self.prefix_store: PrefixStore | None = None  # set inside prefix_caching()
+        self.prefix_cache_bytes = 2 * 2**30  # 0 = never reuse prefixes
+        # prompts of one call that share at least this many tokens have them computed once
+        self.min_shared_prefix = 32
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id = tokenizer.pad_token_id
@@ -212,6 +224,107 @@ class TransformersBackend:
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
         )
 
+    # ------------------------------------------------------------------ prefix reuse
+    @contextmanager
+    def prefix_caching(self, budget_bytes: int | None = None) -> Iterator[PrefixStore | None]:
+        """Reuse the keys and values of prompt prefixes already processed, within this scope.
+
+        Inside it, :meth:`generate` keeps the keys and values of every prompt and generation
+        (up to ``budget_bytes``, default ``self.prefix_cache_bytes``; least recently used
+        dropped first) and starts each new prompt from the stored sequence sharing its
+        longest prefix; prompts of one call that share a prefix have it computed once. A
+        negotiation rollout re-reads each seat's persona, rules and dilemma every turn, and
+        a group's dialogues share their opening prompts, so most prompt tokens are never
+        recomputed. The weights must not change inside the scope (stored keys would be
+        stale): rollouts open one per batch of dialogues. Nested scopes share the outer
+        store; a budget of 0 turns reuse off (the scope yields None).
+
+        >>> with backend.prefix_caching() as store:                        # doctest: +SKIP
+        ...     play_episodes(envs, seats)
+        >>> store.computed_tokens / store.prompt_tokens                    # doctest: +SKIP
+        """
+        budget = self.prefix_cache_bytes if budget_bytes is None else budget_bytes
+        if self.prefix_store is not None or budget <= 0:
+            yield self.prefix_store
+            return
+        self.prefix_store = PrefixStore(budget)
+        try:
+            yield self.prefix_store
+        finally:
+            self.prefix_store = None
+
+    def _prefill(
+        self, sequences: Sequence[Sequence[int]]
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Run ``sequences`` through the model, starting from stored prefixes where there are.
+
+        Each row is laid out as [padding | reused prefix | padding | new tokens]: the stored
+        keys and values are right-aligned in a cache block, the rest of the prompt is
+        left-padded after it, and the attention mask hides both paddings. Positions count
+        only real tokens, so every token sits where it would without reuse. Returns the
+        model output (last position's logits, the cache), the mask and the new tokens'
+        positions.
+        """
+        store = self.prefix_store
+        # at least the last token is computed: its logits start the generation
+        reuse = [
+            store.longest(s, limit=len(s) - 1) if store is not None else (None, 0)
+            for s in sequences
+        ]
+        cached = [length for _, length in reuse]
+        new = [list(s[c:]) for s, c in zip(sequences, cached, strict=True)]
+        ids, new_mask = self._left_pad(new)
+        width = max(cached)
+        old_mask = torch.zeros((len(sequences), width), dtype=torch.long, device=self.device)
+        cache = None
+        if width:
+            template = next(entry for entry, _ in reuse if entry is not None).layers
+            layers = []
+            for layer, (keys, values) in enumerate(template):
+                shape = (len(sequences), keys.shape[0], width, keys.shape[2])
+                block_keys = keys.new_zeros(shape)
+                block_values = values.new_zeros(shape)
+                for row, (entry, length) in enumerate(reuse):
+                    if length:
+                        block_keys[row, :, width - length :] = entry.layers[layer][0][:, :length]
+                        block_values[row, :, width - length :] = entry.layers[layer][1][:, :length]
+                layers.append((block_keys, block_values))
+            for row, length in enumerate(cached):
+                if length:
+                    old_mask[row, width - length :] = 1
+            cache = cache_from_blocks(layers)
+        mask = torch.cat([old_mask, new_mask], dim=1)
+        positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, width:]
+        if store is not None:
+            store.computed_tokens += sum(len(n) for n in new)
+        return self._forward(ids, mask, positions, cache), mask, positions
+
+    def _store_rows(
+        self, cache: Any, mask: torch.Tensor, rows: Sequence[int], sequences: Sequence[list[int]]
+    ) -> None:
+        """Keep the keys and values of ``sequences`` (held by cache ``rows``) for reuse."""
+        layers = plain_layers(cache) if self.prefix_store is not None else None
+        if layers is None:
+            return
+        for row, sequence in zip(rows, sequences, strict=True):
+            where = mask[row].nonzero().squeeze(-1)[: len(sequence)]
+            self.prefix_store.add(
+                sequence, [(x.keys[row][:, where], x.values[row][:, where]) for x in layers]
+            )
+
+    def _share_prefixes(self, prompts: Sequence[Sequence[int]]) -> None:
+        """Compute once, and store, the prefixes that several prompts of this call share."""
+        store = self.prefix_store
+        wanted = [
+            p
+            for p in shared_prefixes(prompts, self.min_shared_prefix)
+            if len(p) - store.longest(p)[1] >= self.min_shared_prefix
+        ]
+        for start in range(0, len(wanted), self.max_batch_size):
+            batch = wanted[start : start + self.max_batch_size]
+            output, mask, _ = self._prefill(batch)
+            self._store_rows(_output_cache(output), mask, range(len(batch)), batch)
+
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
     def generate(
@@ -232,6 +345,10 @@ class TransformersBackend:
         generator = None
         if settings.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(settings.seed)
+        if self.prefix_store is not None:
+            self.prefix_store.prompt_tokens += sum(len(p) for p in prompts)
+            if len(prompts) > 1:
+                self._share_prefixes(prompts)
         for batch in self._batches([len(p) for p in prompts]):
             for index, generation in zip(
                 batch, self._decode([prompts[i] for i in batch], settings, generator), strict=True
@@ -254,35 +371,41 @@ class TransformersBackend:
                 kth = torch.topk(filtered, settings.top_k, dim=-1).values[:, -1:]
                 filtered = filtered.masked_fill(filtered < kth, float("-inf"))
             if settings.top_p < 1.0:
-                drop = self._outside_nucleus(filtered, settings.top_p)
-                filtered = filtered.masked_fill(drop, float("-inf"))
-            probabilities = filtered.softmax(dim=-1)
-            tokens = torch.multinomial(probabilities, 1, generator=generator).squeeze(-1)
+                probabilities, candidates = self._nucleus(filtered, settings.top_p)
+                choice = torch.multinomial(probabilities, 1, generator=generator)
+                tokens = candidates.gather(-1, choice).squeeze(-1)
+            else:
+                tokens = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator)
+                tokens = tokens.squeeze(-1)
         return tokens, log_probs.gather(-1, tokens[:, None]).squeeze(-1)
 
-    def _outside_nucleus(self, log_probs: torch.Tensor, top_p: float) -> torch.Tensor:
-        """True for the tokens top-p sampling drops: a token is dropped when the more likely
-        tokens before it already hold ``top_p`` of the probability.
+    def _nucleus(self, log_probs: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """What top-p sampling draws from: candidate tokens, most likely first, and their
+        probabilities, zero for those it drops (a token is dropped when the more likely
+        tokens before it already hold ``top_p`` of the probability).
 
-        Sorting the whole vocabulary every step is the costly part (about 14 ms for 8 rows
-        of 49k on 2 cores, against under 1 ms for a top-256); when the ``top_p_shortlist``
-        most likely tokens of every row already hold ``top_p``, every token beyond them is
-        dropped anyway and only the shortlist needs ordering. Otherwise (or with
-        ``top_p_shortlist = 0``) the whole vocabulary is sorted.
+        Sorting the whole vocabulary every step is costly (about 14 ms for 8 rows of 49k on
+        2 cores, against under 1 ms for a top-256); when the ``top_p_shortlist`` most likely
+        tokens of every row already hold ``top_p``, every token beyond them is dropped
+        anyway, so the candidates are the shortlist and the draw never touches the rest of
+        the vocabulary. Otherwise (or with ``top_p_shortlist = 0``) the whole vocabulary is
+        sorted.
         """
         normaliser = torch.logsumexp(log_probs, dim=-1, keepdim=True)
         size = min(self.top_p_shortlist, log_probs.shape[-1])
+        values = candidates = None
         if size > 0:
-            values, index = torch.topk(log_probs, size, dim=-1)
-            probabilities = (values - normaliser).exp()
-            cumulative = probabilities.cumsum(dim=-1)
-            if bool((cumulative[:, -1] >= top_p).all()):
-                drop = torch.ones_like(log_probs, dtype=torch.bool)
-                return drop.scatter(-1, index, cumulative - probabilities >= top_p)
-        values, index = torch.sort(log_probs, dim=-1, descending=True)
+            values, candidates = torch.topk(log_probs, size, dim=-1)
+            if bool(((values - normaliser).exp().sum(dim=-1) < top_p).any()):
+                values = None  # the shortlist misses part of some row's nucleus
+        if values is None:
+            values, candidates = torch.sort(log_probs, dim=-1, descending=True)
         probabilities = (values - normaliser).exp()
-        drop_sorted = probabilities.cumsum(dim=-1) - probabilities >= top_p
-        return drop_sorted.scatter(-1, index, drop_sorted)
+        kept = probabilities.cumsum(dim=-1) - probabilities < top_p
+        # only as many candidates as the widest nucleus: the same tensors whichever path
+        # found them, hence the same draw from the same generator
+        width = int(kept.sum(dim=-1).max())
+        return probabilities[:, :width].masked_fill(~kept[:, :width], 0.0), candidates[:, :width]
 
     def _decode(
         self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, generator: Any
@@ -292,13 +415,13 @@ class TransformersBackend:
         Rows that finish are dropped from the cache and the batch (when at least a quarter of
         the running rows have finished, so the copy pays for itself): later steps cost only
         what the unfinished rows need. ``self.drop_finished = False`` keeps every row to the
-        end (the plain loop; under greedy decoding both give the same tokens).
+        end (the plain loop; under greedy decoding both give the same tokens). Inside
+        :meth:`prefix_caching`, prompts start from stored prefixes and every row's prompt and
+        generation is stored when it leaves the batch.
         """
-        ids, mask = self._left_pad(prompts)
-        rows = ids.shape[0]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        output = self._forward(ids, mask, positions, cache=None)
-        cache = _output_cache(output)
+        output, mask, positions = self._prefill(prompts)
+        rows = len(prompts)
+        cache = reserve_room(_output_cache(output), settings.max_new_tokens)
         logits = output.logits[:, -1, :]
         stop_ids = torch.tensor(self.stop_token_ids, device=self.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
@@ -328,6 +451,10 @@ class TransformersBackend:
             keep = ~finished[running]
             if self.drop_finished and int(keep.sum()) <= 0.75 * len(running):
                 kept = keep.nonzero().squeeze(-1)
+                leaving = (~keep).nonzero().squeeze(-1).tolist()
+                self._store_processed(
+                    cache, mask, leaving, running, prompts, tokens_per_step, lengths, step
+                )
                 cache.batch_select_indices(kept)
                 mask, next_position, running = mask[kept], next_position[kept], running[kept]
             mask = torch.cat(
@@ -337,9 +464,35 @@ class TransformersBackend:
             cache = _output_cache(output)
             logits = output.logits[:, -1, :]
             next_position = next_position + 1
+        self._store_processed(
+            cache, mask, range(len(running)), running, prompts, tokens_per_step, lengths, step
+        )
         return self._collect(
             prompts, tokens_per_step, logprobs_per_step, settings, stopped_by_text, lengths.tolist()
         )
+
+    def _store_processed(
+        self,
+        cache: Any,
+        mask: torch.Tensor,
+        cache_rows: Sequence[int],
+        running: torch.Tensor,
+        prompts: Sequence[Sequence[int]],
+        steps: list[torch.Tensor],
+        lengths: torch.Tensor,
+        fed: int,
+    ) -> None:
+        """Store what the cache holds for ``cache_rows``: the prompt and the generated tokens
+        fed back so far (``fed`` steps, fewer for a row that finished earlier)."""
+        if self.prefix_store is None or not cache_rows:
+            return
+        generated = torch.stack(steps[:fed], dim=1).tolist() if fed else None
+        sequences = []
+        for cache_row in cache_rows:
+            row = int(running[cache_row])
+            kept = generated[row][: min(fed, int(lengths[row]))] if generated else []
+            sequences.append(list(prompts[row]) + kept)
+        self._store_rows(cache, mask, cache_rows, sequences)
 
     def _hit_stop_strings(
         self,
