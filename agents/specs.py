@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl
 from agents.adversarial import ADVERSARIAL_AGENTS
 from agents.models import registered
 from agents.scripted import SCRIPTED_AGENTS
+from negotiation_env.judges.prompting import DEFAULT_RUBRICS
 
 
 class AgentSpecError(ValueError):
@@ -215,8 +216,6 @@ DEFAULT_JUDGES = {
     "evaluation": "smollm2?dtype=bfloat16&mode=expected",
     "agreement": "qwen2.5-coder-0.5b?dtype=bfloat16&mode=expected&threshold=0.32",
 }
-# conflict-v1 is unmeasured (there is no labelled conflict-resolution set yet)
-DEFAULT_RUBRICS = {"ca": "ca-v2", "conflict": "conflict-v1", "agreement": "agreement-v2"}
 _JUDGE_OPTIONS = (
     "rubric",
     "mode",

@@ -46,6 +46,7 @@ from negotiation_env.judges.base import (
 )
 from negotiation_env.judges.cache import JudgeCache, cache_key
 from negotiation_env.judges.prompting import (
+    DEFAULT_RUBRICS,
     Rubric,
     detect_injection,
     load_rubric,
@@ -124,7 +125,7 @@ def _persona_fields(scenario: Scenario) -> dict[str, str]:
 class LLMJudge:
     """Scores resolutions for one criterion (``ca`` or ``conflict``) with an LLM backend.
 
-    >>> judge = LLMJudge(TransformersBackend("qwen2.5-coder-0.5b"), rubric="ca-v1")  # doctest: +SKIP
+    >>> judge = LLMJudge(TransformersBackend("qwen2.5-coder-0.5b"), rubric="ca-v2")  # doctest: +SKIP
     >>> judge.score_batch([JudgeRequest(scenario, "We split the cost ...")])[0].score  # doctest: +SKIP
     3.4
     """
@@ -132,7 +133,7 @@ class LLMJudge:
     def __init__(
         self,
         backend: Any,
-        rubric: str | Rubric = "ca-v1",
+        rubric: str | Rubric = DEFAULT_RUBRICS["ca"],
         mode: str = "auto",
         include_transcript: bool = False,
         injection: str = "strip",
@@ -419,7 +420,7 @@ class LLMAgreementDetector:
     def __init__(
         self,
         backend: Any,
-        rubric: str | Rubric = "agreement-v1",
+        rubric: str | Rubric = DEFAULT_RUBRICS["agreement"],
         threshold: float = 0.5,
         context_turns: int = 2,
         cache: JudgeCache | None = None,

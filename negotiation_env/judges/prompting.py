@@ -57,6 +57,11 @@ def rubric_dir() -> Path:
     return Path(str(resources.files("negotiation_env.judges") / "rubrics"))
 
 
+# The wording each criterion uses when none is named: the best measured one where there is a
+# measurement (docs/judges.md); conflict-v1 is unmeasured (no labelled conflict set yet).
+DEFAULT_RUBRICS = {"ca": "ca-v2", "conflict": "conflict-v1", "agreement": "agreement-v2"}
+
+
 def available_rubrics() -> list[str]:
     return sorted(p.stem for p in rubric_dir().glob("*.yaml"))
 
