@@ -12,6 +12,17 @@ def test_env_and_rollout_figures_are_consistent(smollm2):
     assert 0 < rollout["generated_tokens"] <= 2 * 2 * 4 + 2 * 4
     assert 0.0 <= rollout["env_share"] < 1.0
     assert rollout["generation_seconds"] <= rollout["seconds"]
+    # both dialogues open with the same prompt and every turn re-reads the persona: the
+    # model processes only part of the prompt tokens, and all of them without reuse
+    assert 0 < rollout["prompt_tokens_computed"] < 0.8
+    with perf.without_prefix_reuse(smollm2):
+        assert perf.batched_rollout(smollm2, 2, 2, 4)["prompt_tokens_computed"] == 1.0
+
+
+def test_the_generate_baseline_plays_the_same_rollout(smollm2):
+    rollout = perf.batched_rollout(perf.GenerateBackend(smollm2), 2, 2, 4)
+    assert 0 < rollout["generated_tokens"] <= 2 * 2 * 4 + 2 * 4
+    assert rollout["prompt_tokens_computed"] == 1.0  # model.generate re-encodes everything
 
 
 def test_scaling_rows_without_a_training_figure_render_and_plot(tmp_path):
