@@ -507,8 +507,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # the rollout is measured at the 32 parallel dialogues; the training step (whose
-    # activations grow with the batch) and the memory figures at 8 sequences
+    # the rollout (and its memory) is measured at the 32 parallel dialogues; the
+    # training step, whose activations grow with the batch, at 8 sequences
     dialogues, tokens, turns = (4, 16, 2) if args.quick else (32, 48, 3)
     sequences, naive_dialogues = (2, 2) if args.quick else (8, 4)
     sizes = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)

@@ -2,13 +2,13 @@
 
 **Reserved room.** transformers' dynamic cache appends each step's keys and values with a
 concatenation, which copies the whole cache at every decoding step; for a batch of long
-negotiation prompts that copy costs as much as the model's matmuls.
-:func:`reserve_room` moves a freshly filled cache into buffers with room for the tokens to
-come, which later steps write in place (:class:`ReservedLayer`).
+negotiation prompts that copy is a large share of the step. :func:`reserve_room` moves a
+freshly filled cache into buffers with room for the tokens to come, which later steps write
+in place (:class:`ReservedLayer`).
 
-**Prefix reuse.** In a negotiation rollout most of every prompt was seen before: a seat's persona, the rules
-and the dilemma open all of its turns, and the G dialogues of a group open with the same
-text (their first prompts are identical). A :class:`PrefixStore` keeps the attention keys
+**Prefix reuse.** In a negotiation rollout most of every prompt was seen before: a seat's
+persona, the rules and the dilemma open all of its turns, and the G dialogues of a group
+open with the same text (their first prompts are identical). A :class:`PrefixStore` keeps the attention keys
 and values of recently processed sequences; a new prompt looks up the stored sequence that
 shares the longest prefix with it and only the rest is run through the model. The reused
 keys and values are those the model computed for exactly the same tokens at the same
