@@ -159,6 +159,14 @@ class OptimConfig:
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})
     bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision for training."})
+    length_bucketing: bool = field(
+        default=True,
+        metadata={
+            "help": "Micro-batches of samples of similar length, shared padding cut "
+            "(trainers/buckets.py); the gradient is unchanged except for loss_type bnpo, "
+            "where it stays off."
+        },
+    )
 
 
 @dataclass
