@@ -24,6 +24,7 @@ import yaml
 
 from negotiation_env.backend_interface import GenerationSettings
 from negotiation_env.vector import VectorNegotiationEnv
+from trainers.buckets import LengthBucketMixin
 from trainers.common import (
     CheckpointMixin,
     ProgressCallback,
@@ -36,6 +37,7 @@ from trainers.common import (
     remove_incomplete_checkpoints,
 )
 from trainers.config import TrainConfig
+from trainers.logprobs import CompletionLogProbMixin
 from trainers.rollout import DialogueOutcome, RolloutStats, play_dialogues, to_grpo_samples
 
 
@@ -294,8 +296,11 @@ def build_trainer(
     samples_per_scenario = config.rollout.group_size * rollout.samples_per_dialogue
     args = grpo_arguments(config, samples_per_scenario, rollout.samples_per_dialogue)
 
-    class NegotiationGRPOTrainer(CheckpointMixin, GRPOTrainer):
+    class NegotiationGRPOTrainer(
+        CheckpointMixin, LengthBucketMixin, CompletionLogProbMixin, GRPOTrainer
+    ):
         keep_checkpoints = config.run.save_total_limit
+        length_bucketing = config.optim.length_bucketing
 
     trainer_ref: list[Any] = []
     trainer = NegotiationGRPOTrainer(
