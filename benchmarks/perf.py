@@ -14,7 +14,9 @@
    self-play trainer vs TRL's plain ``GRPOTrainer`` on a single-turn task, same model, same
    number of sequences, similar tokens (both timed the same way: loss, backward, optimiser
    step on a prepared batch, in micro-batches of 4 sequences; the fastest of 3 steps after
-   a warm-up); fp32 and, where the CPU has it, bf16 autocast.
+   a warm-up); fp32 and, where the CPU has it, bf16 autocast. And one step on the samples of
+   4-turn dialogues (prompts of every length): our length-bucketed micro-batches against
+   TRL's plain split of the same batch.
 4. **Utilisation**: achieved FLOP/s (2 x parameters x tokens for generation, 6 x for
    training, over every token processed) as a share of this machine's peak matmul FLOP/s,
    measured here in fp32 and bf16.
@@ -250,25 +252,29 @@ def rollout_figures(
 
 
 # ---------------------------------------------------------------------------- training
-def _timed_step(trainer: Any, inputs: dict[str, Any], bf16: bool, micro_batch: int) -> float:
-    """Seconds of one optimisation step on a prepared batch: loss and backward per
-    micro-batch of ``micro_batch`` sequences (as gradient accumulation does), then the
-    optimiser step. The same for both trainers."""
+def micro_batches(trainer: Any, inputs: dict[str, Any], bucketed: bool) -> list[dict[str, Any]]:
+    """The step's micro-batches of ``MICRO_BATCH`` sequences, as the trainer would hand them
+    out: length-bucketed (our trainer, ``trainers/buckets.py``) or TRL's plain split."""
+    from trl.trainer.utils import split_tensor_dict
+
+    from trainers.buckets import length_buckets
+
+    chunks = max(inputs["completion_ids"].shape[0] // MICRO_BATCH, 1)
+    return length_buckets(inputs, chunks) if bucketed else split_tensor_dict(inputs, chunks)
+
+
+def _timed_step(trainer: Any, batches: list[dict[str, Any]], bf16: bool) -> float:
+    """Seconds of one optimisation step on prepared micro-batches: loss and backward per
+    micro-batch (as gradient accumulation does), then the optimiser step. The same for both
+    trainers."""
     parameters = [p for p in trainer.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-6)
     trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1
-    rows = inputs["completion_ids"].shape[0]
+    trainer.current_gradient_accumulation_steps = len(batches)
     started = clock()
-    for start in range(0, rows, micro_batch):
-        chunk = {
-            key: value[start : start + micro_batch]
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows
-            else value
-            for key, value in inputs.items()
-        }
+    for batch in batches:
         with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=bf16):
-            loss = trainer.compute_loss(trainer.model, chunk)
+            loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()
     optimizer.step()
     optimizer.zero_grad()
@@ -284,9 +290,21 @@ def _tokens(inputs: dict[str, Any]) -> tuple[int, int]:
 
 
 def training_throughput(
-    kind: str, sequences: int, max_new_tokens: int, bf16: bool, out: Path
+    kind: str,
+    sequences: int,
+    max_new_tokens: int,
+    bf16: bool,
+    out: Path,
+    weights: str = "float32",
+    turns: int = 1,
+    compare_split: bool = False,
 ) -> dict[str, Any]:
-    """Trained tokens per second of one step: ``kind`` is "selfplay" or "trl-plain"."""
+    """Trained tokens per second of one step: ``kind`` is "selfplay" or "trl-plain".
+
+    ``weights`` is the dtype the model is loaded in (the LoRA adapter stays fp32), ``bf16``
+    adds bf16 autocast. Our trainer plays dialogues of ``turns`` turns (one sample per turn
+    of negotiator_0) and hands out length-bucketed micro-batches; ``compare_split`` also
+    times the same batch on TRL's plain split."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from agents.models import resolve_model
     from negotiation_env.judges import AgreementDecision
@@ -299,18 +317,18 @@ def training_throughput(
             {
                 "model": {
                     "policy": "smollm2",
-                    "dtype": "float32",
+                    "dtype": weights,
                     "lora": True,
                     "gradient_checkpointing": False,
                 },
-                # one dialogue turn per sample: G dialogues of 2 turns, negotiator_0 trained -> G samples
+                # one sample per turn of negotiator_0: G dialogues of 1 turn -> G samples
                 "rollout": {
                     "group_size": sequences,
                     "scenarios_per_step": 1,
                     "max_new_tokens": max_new_tokens,
                     "summary_max_new_tokens": 8,
                 },
-                "env": {"max_turns": 1, "min_turns_for_agreement": 1, "mode": "evaluation"},
+                "env": {"max_turns": turns, "min_turns_for_agreement": turns, "mode": "evaluation"},
                 "reward": {"judge": "rule", "agreement": "marker"},
                 "optim": {"max_steps": 1},
                 "run": {
@@ -350,6 +368,7 @@ def training_throughput(
             bf16=False,
             disable_tqdm=True,
             max_steps=1,
+            model_init_kwargs={"dtype": weights},
         )
         trainer = GRPOTrainer(
             model=resolve_model("smollm2"),
@@ -372,21 +391,36 @@ def training_throughput(
     trainer.current_gradient_accumulation_steps = 1
     inputs = trainer._generate_and_score_completions(batch)
     trained, processed = _tokens(inputs)
-    _timed_step(trainer, inputs, bf16, MICRO_BATCH)  # warm-up (allocations, autocast caches)
-    # the fastest of a few steps: one step's time on a shared machine varies by a quarter
-    seconds = min(_timed_step(trainer, inputs, bf16, MICRO_BATCH) for _ in range(TIMED_STEPS))
-    parameters = sum(p.numel() for p in trainer.model.parameters())
-    return {
+
+    def timed(bucketed: bool) -> dict[str, Any]:
+        batches = micro_batches(trainer, inputs, bucketed)
+        _timed_step(trainer, batches, bf16)  # warm-up (allocations, autocast caches)
+        # the fastest of a few steps: one step's time on a shared machine varies by a quarter
+        seconds = min(_timed_step(trainer, batches, bf16) for _ in range(TIMED_STEPS))
+        return {
+            "seconds": seconds,
+            "trained_tokens_per_second": trained / seconds,
+            "processed_tokens_per_second": processed / seconds,
+            # token slots the forward passes ran on, padding included
+            "padded_tokens": sum(
+                b["prompt_ids"].numel() + b["completion_ids"].numel() for b in batches
+            ),
+        }
+
+    result = {
         "kind": kind,
-        "sequences": sequences,
+        "sequences": inputs["completion_ids"].shape[0],
         "bf16": bf16,
-        "seconds": seconds,
+        "weights": weights,
+        "turns": turns,
         "trained_tokens": trained,
         "processed_tokens": processed,
-        "trained_tokens_per_second": trained / seconds,
-        "processed_tokens_per_second": processed / seconds,
-        "parameters": parameters,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        **timed(bucketed=kind == "selfplay"),
     }
+    if compare_split:
+        result["plain_split"] = timed(bucketed=False)
+    return result
 
 
 # ---------------------------------------------------------------------------- memory
@@ -459,6 +493,14 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| training trained tokens/s ({precision}) | {t['selfplay']['trained_tokens_per_second']:.1f} (self-play) | "
                 f"{t['trl-plain']['trained_tokens_per_second']:.1f} (TRL plain) | {t['ratio']:.2f}x |"
             )
+    m = r["training"].get("multi_turn")
+    if m:
+        lines.append(
+            f"| multi-turn training step, {m['sequences']} samples of {m['turns']}-turn dialogues | "
+            f"{m['seconds']:.1f} s (length-bucketed, {m['padded_tokens']} token slots) | "
+            f"{m['plain_split']['seconds']:.1f} s (TRL's split, {m['plain_split']['padded_tokens']} slots) | "
+            f"{m['bucketing_speedup']:.2f}x |"
+        )
     if "bf16" in r["training"]:
         lines.append(
             f"| bf16 vs fp32 training (self-play) | - | - | {r['training']['bf16_speedup']:.2f}x |"
@@ -566,6 +608,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             flush=True,
         )
         save(report, out)
+    # multi-turn samples (each turn's prompt holds the dialogue so far): our length-bucketed
+    # micro-batches against TRL's plain split of the same batch
+    multi = training_throughput(
+        "selfplay", sequences, tokens, False, out, turns=2 if args.quick else 4, compare_split=True
+    )
+    multi["bucketing_speedup"] = multi["plain_split"]["seconds"] / multi["seconds"]
+    report["training"]["multi_turn"] = multi
+    print(
+        f"training multi-turn: bucketed {multi['seconds']:.1f} s, plain split "
+        f"{multi['plain_split']['seconds']:.1f} s per step",
+        flush=True,
+    )
     if "bf16" in report["training"]:
         report["training"]["bf16_speedup"] = (
             report["training"]["bf16"]["selfplay"]["processed_tokens_per_second"]
