@@ -1,7 +1,9 @@
 """The performance suite: every figure measured side by side in one run, on this machine.
 
-    python -m benchmarks.perf                 # about 40 minutes on 2 CPU cores
+    python -m benchmarks.perf                 # about 30 minutes on 2 CPU cores
     python -m benchmarks.perf --quick         # smaller sizes, for a smoke check
+    python -m benchmarks.perf --training-only # figure 3 alone
+    python -m benchmarks.perf --profile-training  # where one training step's CPU time goes
 
 1. **Env overhead**: env steps per second with scripted agents; the env's share of wall time
    in a batched LLM rollout (everything but the model's generate calls).
@@ -298,13 +300,14 @@ def training_throughput(
     weights: str = "float32",
     turns: int = 1,
     compare_split: bool = False,
+    timer: Any = None,
 ) -> dict[str, Any]:
     """Trained tokens per second of one step: ``kind`` is "selfplay" or "trl-plain".
 
     ``weights`` is the dtype the model is loaded in (the LoRA adapter stays fp32), ``bf16``
     adds bf16 autocast. Our trainer plays dialogues of ``turns`` turns (one sample per turn
     of negotiator_0) and hands out length-bucketed micro-batches; ``compare_split`` also
-    times the same batch on TRL's plain split."""
+    times the same batch on TRL's plain split. ``timer`` replaces :func:`_timed_step`."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from agents.models import resolve_model
     from negotiation_env.judges import AgreementDecision
@@ -391,12 +394,13 @@ def training_throughput(
     trainer.current_gradient_accumulation_steps = 1
     inputs = trainer._generate_and_score_completions(batch)
     trained, processed = _tokens(inputs)
+    timer = timer or _timed_step
 
     def timed(bucketed: bool) -> dict[str, Any]:
         batches = micro_batches(trainer, inputs, bucketed)
-        _timed_step(trainer, batches, bf16)  # warm-up (allocations, autocast caches)
+        timer(trainer, batches, bf16)  # warm-up (allocations, autocast caches)
         # the fastest of a few steps: one step's time on a shared machine varies by a quarter
-        seconds = min(_timed_step(trainer, batches, bf16) for _ in range(TIMED_STEPS))
+        seconds = min(timer(trainer, batches, bf16) for _ in range(TIMED_STEPS))
         return {
             "seconds": seconds,
             "trained_tokens_per_second": trained / seconds,
@@ -421,6 +425,72 @@ def training_throughput(
     if compare_split:
         result["plain_split"] = timed(bucketed=False)
     return result
+
+
+def profile_training_step(sequences: int, max_new_tokens: int, bf16: bool, rows: int = 12) -> str:
+    """The torch profiler's table of the operators that take the most CPU time in one timed
+    training step of our trainer (after the warm-up step), for ``--profile-training``."""
+    import tempfile
+
+    tables = []
+
+    def profiled(trainer: Any, batches: list[dict[str, Any]], bf16: bool) -> float:
+        if not tables:  # the warm-up step runs as usual
+            tables.append(None)
+            return _timed_step(trainer, batches, bf16)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            seconds = _timed_step(trainer, batches, bf16)
+        tables.append(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+        return seconds
+
+    training_throughput(
+        "selfplay", sequences, max_new_tokens, bf16, Path(tempfile.mkdtemp()), timer=profiled
+    )
+    return tables[-1]
+
+
+def training_figures(
+    sequences: int, tokens: int, quick: bool, out: Path, report: dict[str, Any]
+) -> dict[str, Any]:
+    """The training section: our trainer vs TRL's plain one (fp32, and bf16 unless
+    ``quick``), the multi-turn step on both splits, and bf16's speed-up. Each figure is
+    saved into ``report`` as soon as it is measured."""
+    training: dict[str, Any] = {}
+    report["training"] = training
+    for label, bf16 in [("fp32", False)] + ([("bf16", True)] if not quick else []):
+        ours = training_throughput("selfplay", sequences, tokens, bf16, out)
+        plain_trl = training_throughput("trl-plain", sequences, tokens, bf16, out)
+        training[label] = {
+            "selfplay": ours,
+            "trl-plain": plain_trl,
+            "ratio": ours["trained_tokens_per_second"] / plain_trl["trained_tokens_per_second"],
+        }
+        print(
+            f"training {label}: trained tokens/s ours {ours['trained_tokens_per_second']:.1f}, "
+            f"TRL {plain_trl['trained_tokens_per_second']:.1f}; processed tokens/s ours "
+            f"{ours['processed_tokens_per_second']:.1f}, TRL {plain_trl['processed_tokens_per_second']:.1f}",
+            flush=True,
+        )
+        save(report, out)
+    # multi-turn samples (each turn's prompt holds the dialogue so far): our length-bucketed
+    # micro-batches against TRL's plain split of the same batch
+    multi = training_throughput(
+        "selfplay", sequences, tokens, False, out, turns=2 if quick else 4, compare_split=True
+    )
+    multi["bucketing_speedup"] = multi["plain_split"]["seconds"] / multi["seconds"]
+    training["multi_turn"] = multi
+    print(
+        f"training multi-turn: bucketed {multi['seconds']:.1f} s, plain split "
+        f"{multi['plain_split']['seconds']:.1f} s per step",
+        flush=True,
+    )
+    if "bf16" in training:
+        training["bf16_speedup"] = (
+            training["bf16"]["selfplay"]["processed_tokens_per_second"]
+            / training["fp32"]["selfplay"]["processed_tokens_per_second"]
+        )
+    save(report, out)
+    return training
 
 
 # ---------------------------------------------------------------------------- memory
@@ -555,6 +625,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke check)")
     parser.add_argument("--out", default="results/perf")
+    parser.add_argument(
+        "--profile-training",
+        action="store_true",
+        help="only profile one bf16-autocast training step of 8 sequences and print where its "
+        "CPU time goes",
+    )
+    parser.add_argument(
+        "--training-only",
+        action="store_true",
+        help="only the training figures (our trainer vs TRL, multi-turn step), into perf.json",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -563,12 +644,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dialogues, tokens, turns = (4, 16, 2) if args.quick else (32, 48, 3)
     sequences, naive_dialogues = (2, 2) if args.quick else (8, 4)
     sizes = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)
+    command = "python -m benchmarks.perf " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.profile_training:
+        print(profile_training_step(sequences, tokens, bf16=True))
+        return {}
+    if args.training_only:
+        report = {"command": command, "machine": describe_machine()}
+        training_figures(sequences, tokens, args.quick, out, report)
+        return report
 
     from agents.specs import load_backend
 
     backend = load_backend(FP32)
     report: dict[str, Any] = {
-        "command": "python -m benchmarks.perf " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command,
         "machine": describe_machine(),
         "settings": {
             "dialogues": dialogues,
@@ -592,39 +681,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["rollout"][label] = rollout_figures(model, dialogues, naive_dialogues, turns, tokens)
         save(report, out)
     batched = report["rollout"]["fp32"]["batched"]
-    report["training"] = {}
-    for label, bf16 in [("fp32", False)] + ([("bf16", True)] if not args.quick else []):
-        ours = training_throughput("selfplay", sequences, tokens, bf16, out)
-        plain_trl = training_throughput("trl-plain", sequences, tokens, bf16, out)
-        report["training"][label] = {
-            "selfplay": ours,
-            "trl-plain": plain_trl,
-            "ratio": ours["trained_tokens_per_second"] / plain_trl["trained_tokens_per_second"],
-        }
-        print(
-            f"training {label}: trained tokens/s ours {ours['trained_tokens_per_second']:.1f}, "
-            f"TRL {plain_trl['trained_tokens_per_second']:.1f}; processed tokens/s ours "
-            f"{ours['processed_tokens_per_second']:.1f}, TRL {plain_trl['processed_tokens_per_second']:.1f}",
-            flush=True,
-        )
-        save(report, out)
-    # multi-turn samples (each turn's prompt holds the dialogue so far): our length-bucketed
-    # micro-batches against TRL's plain split of the same batch
-    multi = training_throughput(
-        "selfplay", sequences, tokens, False, out, turns=2 if args.quick else 4, compare_split=True
-    )
-    multi["bucketing_speedup"] = multi["plain_split"]["seconds"] / multi["seconds"]
-    report["training"]["multi_turn"] = multi
-    print(
-        f"training multi-turn: bucketed {multi['seconds']:.1f} s, plain split "
-        f"{multi['plain_split']['seconds']:.1f} s per step",
-        flush=True,
-    )
-    if "bf16" in report["training"]:
-        report["training"]["bf16_speedup"] = (
-            report["training"]["bf16"]["selfplay"]["processed_tokens_per_second"]
-            / report["training"]["fp32"]["selfplay"]["processed_tokens_per_second"]
-        )
+    report["training"] = training_figures(sequences, tokens, args.quick, out, report)
     parameters = sum(p.numel() for p in backend.model.parameters())
     fp32_peak = report["peak_flops"]["float32"]
     ours = report["training"]["fp32"]["selfplay"]

@@ -33,3 +33,23 @@ def test_scaling_rows_without_a_training_figure_render_and_plot(tmp_path):
     perf.plot_scaling(rows, tmp_path / "scaling.png")
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert perf._f(None) == "-" and perf._f(2.25) == "2.2"
+
+
+def test_multi_turn_training_figure_times_both_splits_of_the_same_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr(perf, "TIMED_STEPS", 1)
+    figure = perf.training_throughput(
+        "selfplay", 4, 4, False, tmp_path, turns=3, compare_split=True
+    )
+    # 4 dialogues of 3 turns, negotiator_0 speaks turns 1 and 3: 8 samples of at most 4 tokens,
+    # 2 micro-batches
+    assert figure["sequences"] == 8 and 0 < figure["trained_tokens"] <= 8 * 4
+    assert figure["processed_tokens"] <= figure["padded_tokens"]
+    # the samples' prompts differ in length: bucketing runs on fewer token slots
+    assert figure["padded_tokens"] < figure["plain_split"]["padded_tokens"]
+    assert figure["seconds"] > 0 and figure["plain_split"]["seconds"] > 0
+
+
+def test_the_training_profile_lists_the_costliest_operators(monkeypatch):
+    monkeypatch.setattr(perf, "TIMED_STEPS", 1)
+    table = perf.profile_training_step(2, 4, bf16=False, rows=5)
+    assert "Self CPU" in table and "aten::" in table
