@@ -86,9 +86,7 @@ def test_bucketed_step_has_the_plain_split_gradient_on_fewer_columns(tiny_model_
     buckets = length_buckets(inputs, chunks)
 
     def columns(batches):
-        return sum(
-            b["prompt_ids"].numel() + b["completion_ids"].numel() for b in batches
-        )
+        return sum(b["prompt_ids"].numel() + b["completion_ids"].numel() for b in batches)
 
     assert columns(buckets) < columns(plain)
     plain_loss, plain_grads = accumulated(trainer, plain)
