@@ -254,7 +254,7 @@ def rollout_figures(
 
 
 # ---------------------------------------------------------------------------- training
-def micro_batches(trainer: Any, inputs: dict[str, Any], bucketed: bool) -> list[dict[str, Any]]:
+def micro_batches(inputs: dict[str, Any], bucketed: bool) -> list[dict[str, Any]]:
     """The step's micro-batches of ``MICRO_BATCH`` sequences, as the trainer would hand them
     out: length-bucketed (our trainer, ``trainers/buckets.py``) or TRL's plain split."""
     from trl.trainer.utils import split_tensor_dict
@@ -324,7 +324,7 @@ def training_throughput(
                     "lora": True,
                     "gradient_checkpointing": False,
                 },
-                # one sample per turn of negotiator_0: G dialogues of 1 turn -> G samples
+                # one sample per turn of negotiator_0 (turn 1, 3, ...) of G dialogues
                 "rollout": {
                     "group_size": sequences,
                     "scenarios_per_step": 1,
@@ -397,7 +397,7 @@ def training_throughput(
     timer = timer or _timed_step
 
     def timed(bucketed: bool) -> dict[str, Any]:
-        batches = micro_batches(trainer, inputs, bucketed)
+        batches = micro_batches(inputs, bucketed)
         timer(trainer, batches, bf16)  # warm-up (allocations, autocast caches)
         # the fastest of a few steps: one step's time on a shared machine varies by a quarter
         seconds = min(timer(trainer, batches, bf16) for _ in range(TIMED_STEPS))
@@ -435,9 +435,6 @@ def profile_training_step(sequences: int, max_new_tokens: int, bf16: bool, rows:
     tables = []
 
     def profiled(trainer: Any, batches: list[dict[str, Any]], bf16: bool) -> float:
-        if not tables:  # the warm-up step runs as usual
-            tables.append(None)
-            return _timed_step(trainer, batches, bf16)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             seconds = _timed_step(trainer, batches, bf16)
         tables.append(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))

@@ -97,7 +97,7 @@ class CompletionLogProbMixin:
         compute_aux_loss: bool = False,
         **extra: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        causal_lm = _causal_lm(model)
+        causal_lm = _causal_lm(self.accelerator.unwrap_model(model))  # type: ignore[attr-defined]
         if (
             input_ids.device.type in ("cuda", "xpu")  # TRL already scores completions only
             or compute_aux_loss
@@ -132,6 +132,5 @@ class CompletionLogProbMixin:
 
 
 def _causal_lm(model: Any) -> Any:
-    """The transformers causal LM inside a PEFT and/or accelerate wrapper."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
+    """The transformers causal LM inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -54,6 +54,15 @@ class RolloutStats:
     backend_calls: int = 0
 
 
+def _keep_sample(earlier: list[TurnSample], sample: TurnSample) -> None:
+    """Add a dialogue's trained turn; a new attempt at the same turn (the observer blocked
+    the earlier one) replaces it, so a dialogue keeps one sample per turn."""
+    if earlier and (earlier[-1].seat, earlier[-1].turn) == (sample.seat, sample.turn):
+        earlier[-1] = sample
+    else:
+        earlier.append(sample)
+
+
 def play_dialogues(
     backend: Any,
     vector_env: VectorNegotiationEnv,
@@ -95,13 +104,7 @@ def play_dialogues(
                             list(generation.token_ids),
                             list(generation.logprobs or []),
                         )
-                        earlier = samples[index]
-                        if earlier and (earlier[-1].seat, earlier[-1].turn) == (seat, sample.turn):
-                            # the observer blocked the earlier attempt at this turn: this one
-                            # replaces it (a dialogue keeps one sample per turn)
-                            earlier[-1] = sample
-                        else:
-                            earlier.append(sample)
+                        _keep_sample(samples[index], sample)
                     actions[index] = generation.text
             started = time.perf_counter()
             vector_env.step(actions)
