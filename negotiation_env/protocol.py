@@ -339,7 +339,9 @@ class Negotiation:
         parts = [dilemma]
         if len(visible) < len(self.turns):
             parts.append(p.omitted)
-        if not self.turns:
+        elif not self.turns or self.turns[0].speaker == agent:
+            # the first speaker keeps the instruction it answered: the chat only grows from
+            # turn to turn, so a backend can reuse what it computed for the earlier prompt
             parts.append(p.opening)
         elif visible and visible[0].speaker != agent:
             parts.append(p.partner_opening.format(partner=partner.name, text=visible[0].text))

@@ -96,6 +96,25 @@ def test_full_history_context_shows_every_turn_with_alternating_roles():
     assert partner_view[1]["role"] == "user" and "utterance number 0" in partner_view[1]["content"]
 
 
+def test_with_full_history_each_seats_chat_only_grows_by_the_turns_since(bank):
+    # What a seat saw when it spoke, plus what it said, opens the chat of its next turn
+    # (backends reuse the keys and values of the earlier prompt only when this holds).
+    env = raw_env(context_turns=None, max_turns=7)
+    env.reset(options={"scenario": SCENARIO})
+    seen = {}
+    for i in range(6):
+        agent = env.agent_selection
+        messages = list(env.observe(agent)["messages"])
+        if agent in seen:
+            assert messages[: len(seen[agent])] == seen[agent]
+            assert len(messages) == len(seen[agent]) + 1  # the partner's turn since
+        utterance = f"utterance number {i}"
+        seen[agent] = messages + [{"role": "assistant", "content": utterance}]
+        say(env, utterance)
+    assert "You speak first" in seen["negotiator_0"][1]["content"]
+    assert "You speak first" not in seen["negotiator_1"][1]["content"]
+
+
 def test_persona_and_dilemma_are_in_the_system_and_user_messages(bank):
     env = raw_env()
     env.reset(options={"scenario": SCENARIO})
