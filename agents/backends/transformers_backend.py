@@ -313,13 +313,20 @@ class TransformersBackend:
             )
 
     def _share_prefixes(self, prompts: Sequence[Sequence[int]]) -> None:
-        """Compute once, and store, the prefixes that several prompts of this call share."""
+        """Compute once, and store, the prefixes that several prompts of this call share.
+
+        The shared prefixes often share a beginning among themselves (a group's prompts all
+        open with the same persona and dilemma, then subsets agree a little further); that
+        is computed first, so each of them only computes its own tail.
+        """
         store = self.prefix_store
         wanted = [
             p
             for p in shared_prefixes(prompts, self.min_shared_prefix)
             if len(p) - store.longest(p)[1] >= self.min_shared_prefix
         ]
+        if len(wanted) > 1:
+            self._share_prefixes(wanted)
         for start in range(0, len(wanted), self.max_batch_size):
             batch = wanted[start : start + self.max_batch_size]
             output, mask, _ = self._prefill(batch)
