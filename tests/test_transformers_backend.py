@@ -176,6 +176,16 @@ def test_bf16_backend_generates(smollm2):
     assert generation.token_ids and bf16.model.dtype == torch.bfloat16
 
 
+def two_turns(backend, openings, settings):
+    """Each chat's first answer, then its answer to "Why?" (the chat continued)."""
+    first = backend.generate(openings, settings)
+    follow = [
+        c + [{"role": "assistant", "content": g.text}, {"role": "user", "content": "Why?"}]
+        for c, g in zip(openings, first, strict=True)
+    ]
+    return first + backend.generate(follow, settings)
+
+
 def test_prefix_caching_changes_no_token_across_turns_and_reuses_the_shared_prefix(smollm2):
     # Turn 1: two identical prompts (a group's opening) and two that share the system text;
     # turn 2 continues each chat, so its prompt begins with turn 1's prompt and answer.
@@ -189,19 +199,11 @@ def test_prefix_caching_changes_no_token_across_turns_and_reuses_the_shared_pref
         chat(QUESTIONS[3]),
     ]
     plain = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
-
-    def two_turns(backend):
-        first = backend.generate(openings, settings)
-        follow = [
-            c + [{"role": "assistant", "content": g.text}, {"role": "user", "content": "Why?"}]
-            for c, g in zip(openings, first, strict=True)
-        ]
-        return first + backend.generate(follow, settings)
-
+    plain.shared_prefix_attention = False
     with smollm2.prefix_caching() as store:
-        fast = two_turns(smollm2)
+        fast = two_turns(smollm2, openings, settings)
     assert smollm2.prefix_store is None  # the scope empties the store on exit
-    slow = two_turns(plain)
+    slow = two_turns(plain, openings, settings)
     for quick, reference in zip(fast, slow, strict=True):
         assert quick.token_ids == reference.token_ids
         assert quick.logprobs == pytest.approx(reference.logprobs, abs=1e-4)
@@ -209,3 +211,39 @@ def test_prefix_caching_changes_no_token_across_turns_and_reuses_the_shared_pref
     # the identical openings and the shared system text are computed once, and turn 2 only
     # computes the new turns: the model processes well under half of the prompt tokens
     assert store.computed_tokens < 0.5 * store.prompt_tokens
+
+
+def test_shared_prefix_attention_changes_no_token_and_no_logprob(smollm2):
+    # Three rows share a long system text (two of them the whole prompt), one shares
+    # nothing; rows finish apart (stop string) and leave the batch mid-way, and the second
+    # turn starts from the keys and values the first one stored.
+    settings = GenerationSettings(max_new_tokens=24, temperature=0, logprobs=True, stop=(".",))
+    system = (
+        "You are a careful negotiator for a small town council. You value fairness, honesty, "
+        "keeping promises and the welfare of the people who will live with the decision."
+    )
+    openings = [chat(q, system) for q in (QUESTIONS[0], QUESTIONS[0], QUESTIONS[4])]
+    openings.append(chat(QUESTIONS[3]))
+    shared = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+    shared.shared_prefix_attention = True
+    plain = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+    plain.shared_prefix_attention = False
+    plan = shared._group_plan(shared.encode([shared.render(c) for c in openings]))
+    assert plan is not None and plan.sizes == [3, 1] and plan.lengths[0] >= 40
+    with shared.prefix_caching():
+        fast = two_turns(shared, openings, settings)
+    with plain.prefix_caching():
+        slow = two_turns(plain, openings, settings)
+    assert len({len(g.token_ids) for g in slow}) > 1  # rows really did finish apart
+    for quick, reference in zip(fast, slow, strict=True):
+        assert quick.token_ids == reference.token_ids
+        assert quick.finish_reason == reference.finish_reason
+        assert quick.logprobs == pytest.approx(reference.logprobs, abs=1e-3)
+    # a group's identical openings: the whole prompt is shared and each row starts with
+    # nothing of its own
+    identical = [openings[0]] * 3
+    assert shared._group_plan(shared.encode([shared.render(c) for c in identical])).sizes == [3]
+    for quick, reference in zip(
+        shared.generate(identical, settings), plain.generate(identical, settings), strict=True
+    ):
+        assert quick.token_ids == reference.token_ids

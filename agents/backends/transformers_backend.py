@@ -33,6 +33,14 @@ from agents.backends.kv_cache import (
     reserve_room,
     shared_prefixes,
 )
+from agents.backends.shared_prefix import (
+    GroupPlan,
+    SharedPrefixLayout,
+    plan_groups,
+    shared_prefix_attention_on,
+    split_cache,
+    supports_shared_prefix,
+)
 from agents.models import resolve_model
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -158,6 +166,9 @@ class TransformersBackend:
         self.prefix_cache_bytes = 2 * 2**30  # 0 = never reuse prefixes
         # prompts of one call that share at least this many tokens have them computed once
         self.min_shared_prefix = 32
+        # decode steps read such a prefix once per group of rows (agents/backends/
+        # shared_prefix.py); measured faster on CPU, not yet measured on CUDA
+        self.shared_prefix_attention = self.device.type == "cpu"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id = tokenizer.pad_token_id
@@ -215,14 +226,25 @@ class TransformersBackend:
         mask: torch.Tensor,
         positions: torch.Tensor,
         cache: Any,
-        last_only: bool = True,
+        layout: SharedPrefixLayout | None = None,
     ) -> Any:
-        kwargs = {self._cache_keyword: cache}
-        if last_only:
-            kwargs["logits_to_keep"] = 1
-        return self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
-        )
+        """The last position's logits and the updated cache; with a ``layout``, ``cache`` and
+        ``mask`` hold the rows' suffixes and attention reads the groups' prefixes once."""
+        kwargs = {self._cache_keyword: cache, "logits_to_keep": 1}
+        if layout is None:
+            return self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
+            )
+        layout.set_mask(mask)
+        with shared_prefix_attention_on(self.model):
+            return self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                shared_prefix=layout,
+                **kwargs,
+            )
 
     # ------------------------------------------------------------------ prefix reuse
     @contextmanager
@@ -300,17 +322,26 @@ class TransformersBackend:
         return self._forward(ids, mask, positions, cache), mask, positions
 
     def _store_rows(
-        self, cache: Any, mask: torch.Tensor, rows: Sequence[int], sequences: Sequence[list[int]]
+        self,
+        cache: Any,
+        mask: torch.Tensor,
+        rows: Sequence[int],
+        sequences: Sequence[list[int]],
+        layout: SharedPrefixLayout | None = None,
     ) -> None:
         """Keep the keys and values of ``sequences`` (held by cache ``rows``) for reuse."""
         layers = plain_layers(cache) if self.prefix_store is not None else None
         if layers is None:
             return
         for row, sequence in zip(rows, sequences, strict=True):
-            where = mask[row].nonzero().squeeze(-1)[: len(sequence)]
-            self.prefix_store.add(
-                sequence, [(x.keys[row][:, where], x.values[row][:, where]) for x in layers]
-            )
+            if layout is None:
+                where = mask[row].nonzero().squeeze(-1)[: len(sequence)]
+                kept = [(x.keys[row][:, where], x.values[row][:, where]) for x in layers]
+            else:
+                shared = layout.lengths[layout.group_of(row)]
+                where = mask[row].nonzero().squeeze(-1)[: len(sequence) - shared]
+                kept = layout.row_layers(layers, row, where)
+            self.prefix_store.add(sequence, kept)
 
     def _share_prefixes(self, prompts: Sequence[Sequence[int]]) -> None:
         """Compute once, and store, the prefixes that several prompts of this call share.
@@ -357,11 +388,21 @@ class TransformersBackend:
             if len(prompts) > 1:
                 self._share_prefixes(prompts)
         for batch in self._batches([len(p) for p in prompts]):
-            for index, generation in zip(
-                batch, self._decode([prompts[i] for i in batch], settings, generator), strict=True
-            ):
+            plan = self._group_plan([prompts[i] for i in batch])
+            if plan is not None:
+                batch = [batch[i] for i in plan.order]
+            generations = self._decode([prompts[i] for i in batch], settings, generator, plan)
+            for index, generation in zip(batch, generations, strict=True):
                 results[index] = generation
         return results  # type: ignore[return-value]
+
+    def _group_plan(self, prompts: Sequence[Sequence[int]]) -> GroupPlan | None:
+        """How the rows of a micro-batch share prefixes, if decoding should use it."""
+        if not self.shared_prefix_attention or len(prompts) < 2:
+            return None
+        if not supports_shared_prefix(self.model):
+            return None
+        return plan_groups(prompts, self.min_shared_prefix)
 
     def _sample(
         self, logits: torch.Tensor, settings: GenerationSettings, generator: Any
@@ -415,7 +456,11 @@ class TransformersBackend:
         return probabilities[:, :width].masked_fill(~kept[:, :width], 0.0), candidates[:, :width]
 
     def _decode(
-        self, prompts: Sequence[Sequence[int]], settings: GenerationSettings, generator: Any
+        self,
+        prompts: Sequence[Sequence[int]],
+        settings: GenerationSettings,
+        generator: Any,
+        plan: GroupPlan | None = None,
     ) -> list[Generation]:
         """Sample up to ``max_new_tokens`` for each prompt with a KV cache.
 
@@ -424,11 +469,21 @@ class TransformersBackend:
         what the unfinished rows need. ``self.drop_finished = False`` keeps every row to the
         end (the plain loop; under greedy decoding both give the same tokens). Inside
         :meth:`prefix_caching`, prompts start from stored prefixes and every row's prompt and
-        generation is stored when it leaves the batch.
+        generation is stored when it leaves the batch. With a ``plan`` (rows in its order),
+        the decode steps keep each group's shared prefix once (:mod:`shared_prefix`).
         """
         output, mask, positions = self._prefill(prompts)
         rows = len(prompts)
-        cache = reserve_room(_output_cache(output), settings.max_new_tokens)
+        split = (
+            split_cache(_output_cache(output), mask, plan, settings.max_new_tokens)
+            if plan
+            else None
+        )
+        layout = None
+        if split is not None:
+            layout, cache, mask = split
+        else:
+            cache = reserve_room(_output_cache(output), settings.max_new_tokens)
         logits = output.logits[:, -1, :]
         stop_ids = torch.tensor(self.stop_token_ids, device=self.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
@@ -460,19 +515,29 @@ class TransformersBackend:
                 kept = keep.nonzero().squeeze(-1)
                 leaving = (~keep).nonzero().squeeze(-1).tolist()
                 self._store_processed(
-                    cache, mask, leaving, running, prompts, tokens_per_step, lengths, step
+                    cache, mask, leaving, running, prompts, tokens_per_step, lengths, step, layout
                 )
                 cache.batch_select_indices(kept)
+                if layout is not None:
+                    layout.select(kept)
                 mask, next_position, running = mask[kept], next_position[kept], running[kept]
             mask = torch.cat(
                 [mask, torch.ones((len(running), 1), dtype=mask.dtype, device=self.device)], dim=1
             )
-            output = self._forward(tokens[running][:, None], mask, next_position, cache)
+            output = self._forward(tokens[running][:, None], mask, next_position, cache, layout)
             cache = _output_cache(output)
             logits = output.logits[:, -1, :]
             next_position = next_position + 1
         self._store_processed(
-            cache, mask, range(len(running)), running, prompts, tokens_per_step, lengths, step
+            cache,
+            mask,
+            range(len(running)),
+            running,
+            prompts,
+            tokens_per_step,
+            lengths,
+            step,
+            layout,
         )
         return self._collect(
             prompts, tokens_per_step, logprobs_per_step, settings, stopped_by_text, lengths.tolist()
@@ -488,6 +553,7 @@ class TransformersBackend:
         steps: list[torch.Tensor],
         lengths: torch.Tensor,
         fed: int,
+        layout: SharedPrefixLayout | None = None,
     ) -> None:
         """Store what the cache holds for ``cache_rows``: the prompt and the generated tokens
         fed back so far (``fed`` steps, fewer for a row that finished earlier)."""
@@ -499,7 +565,7 @@ class TransformersBackend:
             row = int(running[cache_row])
             kept = generated[row][: min(fed, int(lengths[row]))] if generated else []
             sequences.append(list(prompts[row]) + kept)
-        self._store_rows(cache, mask, cache_rows, sequences)
+        self._store_rows(cache, mask, cache_rows, sequences, layout)
 
     def _hit_stop_strings(
         self,
