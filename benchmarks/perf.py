@@ -666,7 +666,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dialogues, tokens, turns = (4, 16, 2) if args.quick else (32, 48, 3)
     sequences, naive_dialogues = (2, 2) if args.quick else (8, 4)
     sizes = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)
-    command = "python -m benchmarks.perf " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python -m benchmarks.perf", *(sys.argv[1:] if argv is None else argv)])
     if args.profile_training:
         print(profile_training_step(sequences, tokens, bf16=True))
         return {}

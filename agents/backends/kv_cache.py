@@ -107,13 +107,10 @@ def reserve_room(cache: Any, tokens: int) -> Any:
     """Give every layer of a plain dynamic ``cache`` room for ``tokens`` more positions, so
     decoding writes in place instead of concatenating; other caches are returned as they are."""
     layers = plain_layers(cache)
-    if layers is not None:
-        cache.layers = [
-            layer
-            if isinstance(layer, ReservedLayer)
-            else ReservedLayer(layer.keys, layer.values, tokens)
-            for layer in layers
-        ]
+    # layer by layer, so each old layer is freed as soon as its copy exists
+    for index, layer in enumerate(layers or []):
+        if not isinstance(layer, ReservedLayer):
+            layers[index] = ReservedLayer(layer.keys, layer.values, tokens)
     return cache
 
 

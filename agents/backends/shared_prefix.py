@@ -32,13 +32,7 @@ import numpy as np
 import torch
 from transformers import AttentionInterface
 
-from agents.backends.kv_cache import (
-    LayerKV,
-    cache_from_blocks,
-    common_prefix_length,
-    plain_layers,
-    reserve_room,
-)
+from agents.backends.kv_cache import LayerKV, ReservedLayer, common_prefix_length, plain_layers
 
 ATTENTION_NAME = "negotiation_shared_prefix"
 
@@ -168,12 +162,12 @@ class SharedPrefixLayout:
 def split_cache(
     cache: Any, mask: torch.Tensor, plan: GroupPlan, reserve: int
 ) -> tuple[SharedPrefixLayout, Any, torch.Tensor] | None:
-    """Move a prefilled cache (rows in ``plan.order``) to the shared-prefix layout.
+    """Move a prefilled cache (rows in ``plan.order``) to the shared-prefix layout, in place.
 
     Each group's prefix is taken once, from its first row; every row keeps the rest of its
-    real tokens, left-padded, in a cache with room for ``reserve`` more positions. Returns
-    the layout, the suffix cache and its mask; None for a cache that cannot be split (not
-    one that simply holds every position).
+    real tokens, left-padded, with room for ``reserve`` more positions. Returns the layout,
+    the cache (now holding the suffixes) and the suffixes' mask; None, with the cache
+    untouched, for a cache that cannot be split (not one that simply holds every position).
     """
     layers = plain_layers(cache)
     if layers is None:
@@ -190,11 +184,15 @@ def split_cache(
             index[row, width - len(cols) :] = cols
             suffix_mask[row, width - len(cols) :] = 1
     firsts = np.cumsum([0, *plan.sizes[:-1]])
-    prefixes, blocks = [], []
-    for layer in layers:
+    prefixes = []
+    # converted in place, layer by layer: each layer's per-row copy is freed as soon as its
+    # suffixes are made, so the split needs no room for a second whole cache
+    for number, layer in enumerate(layers):
         heads, dim = layer.keys.shape[1], layer.keys.shape[3]
         gather = index[:, None, :, None].expand(-1, heads, -1, dim)
-        blocks.append((layer.keys.gather(2, gather), layer.values.gather(2, gather)))
+        layers[number] = ReservedLayer(
+            layer.keys.gather(2, gather), layer.values.gather(2, gather), reserve
+        )
         prefixes.append(
             [
                 (
@@ -207,7 +205,7 @@ def split_cache(
             ]
         )
     layout = SharedPrefixLayout(list(plan.sizes), list(plan.lengths), prefixes)
-    return layout, reserve_room(cache_from_blocks(blocks), reserve), suffix_mask
+    return layout, cache, suffix_mask
 
 
 # torch's CPU flash-attention kernel; unlike the public scaled_dot_product_attention it also

@@ -474,17 +474,14 @@ class TransformersBackend:
         """
         output, mask, positions = self._prefill(prompts)
         rows = len(prompts)
-        split = (
-            split_cache(_output_cache(output), mask, plan, settings.max_new_tokens)
-            if plan
-            else None
-        )
+        logits, cache = output.logits[:, -1, :], _output_cache(output)
+        del output  # the split below frees the per-row cache only if nothing else holds it
+        split = split_cache(cache, mask, plan, settings.max_new_tokens) if plan else None
         layout = None
         if split is not None:
             layout, cache, mask = split
         else:
-            cache = reserve_room(_output_cache(output), settings.max_new_tokens)
-        logits = output.logits[:, -1, :]
+            cache = reserve_room(cache, settings.max_new_tokens)
         stop_ids = torch.tensor(self.stop_token_ids, device=self.device)
         finished = torch.zeros(rows, dtype=torch.bool, device=self.device)
         running = torch.arange(rows, device=self.device)  # the rows still in the cache
