@@ -168,25 +168,24 @@ def naive_rollout(
 
 
 @contextmanager
-def without_prefix_reuse(backend: Any) -> Iterator[None]:
+def _setting(backend: Any, name: str, value: Any) -> Iterator[None]:
+    """``backend.<name>`` set to ``value`` inside the scope, restored after it."""
+    previous = getattr(backend, name)
+    setattr(backend, name, value)
+    try:
+        yield
+    finally:
+        setattr(backend, name, previous)
+
+
+def without_prefix_reuse(backend: Any) -> Any:
     """Turn the backend's prefix reuse off for a baseline run."""
-    budget = backend.prefix_cache_bytes
-    backend.prefix_cache_bytes = 0
-    try:
-        yield
-    finally:
-        backend.prefix_cache_bytes = budget
+    return _setting(backend, "prefix_cache_bytes", 0)
 
 
-@contextmanager
-def without_shared_prefix_attention(backend: Any) -> Iterator[None]:
+def without_shared_prefix_attention(backend: Any) -> Any:
     """Decode with every row's own copy of its prompt's keys and values (the plain cache)."""
-    enabled = backend.shared_prefix_attention
-    backend.shared_prefix_attention = False
-    try:
-        yield
-    finally:
-        backend.shared_prefix_attention = enabled
+    return _setting(backend, "shared_prefix_attention", False)
 
 
 class GenerateBackend:

@@ -140,8 +140,7 @@ def test_split_cache_keeps_each_prefix_once_and_every_row_can_be_rebuilt():
     layers = plain_layers(cache)
     for row in range(3):
         real = mask[row].nonzero().squeeze(-1)
-        columns = suffix_mask[row].nonzero().squeeze(-1)
-        rebuilt_keys, rebuilt_values = layout.row_layers(layers, row, columns)[0]
+        rebuilt_keys, rebuilt_values = layout.row_layers(layers, suffix_mask, row, len(real))[0]
         assert torch.equal(rebuilt_keys, keys[row][:, real])
         assert torch.equal(rebuilt_values, values[row][:, real])
 

@@ -204,12 +204,22 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], min_tokens: int) -> list[l
     shorter shared prefix is a prefix of one of them, so a store holding them serves it too.
     Identical prompts yield the whole prompt.
     """
-    arrays = sorted((np.asarray(p, dtype=np.int64) for p in prompts), key=lambda a: a.tolist())
-    shared = [common_prefix_length(a, b) for a, b in zip(arrays, arrays[1:], strict=False)]
+    order, shared = sorted_neighbours(prompts)
     found = []
     for index, length in enumerate(shared):
         before = shared[index - 1] if index > 0 else -1
         after = shared[index + 1] if index + 1 < len(shared) else -1
         if length >= min_tokens and length > before and length >= after:
-            found.append(arrays[index][:length].tolist())
+            found.append(list(prompts[order[index]][:length]))
     return found
+
+
+def sorted_neighbours(prompts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """The prompts' indices in sorted order, and the common prefix length of each pair of
+    neighbours in that order (sorted, prompts with a common beginning are neighbours)."""
+    arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: arrays[i].tolist())
+    shared = [
+        common_prefix_length(arrays[a], arrays[b]) for a, b in zip(order, order[1:], strict=False)
+    ]
+    return order, shared

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from transformers import AttentionInterface
 
-from agents.backends.kv_cache import LayerKV, ReservedLayer, common_prefix_length, plain_layers
+from agents.backends.kv_cache import LayerKV, ReservedLayer, plain_layers, sorted_neighbours
 
 ATTENTION_NAME = "negotiation_shared_prefix"
 
@@ -61,11 +61,7 @@ def plan_groups(prompts: Sequence[Sequence[int]], min_tokens: int) -> GroupPlan 
     (n - 1) x P fewer tokens; the runs maximising the total are found by dynamic programming
     over the sorted order (n is a micro-batch, at most a few dozen rows).
     """
-    arrays = [np.asarray(p, dtype=np.int64) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: arrays[i].tolist())
-    adjacent = [
-        common_prefix_length(arrays[a], arrays[b]) for a, b in zip(order, order[1:], strict=False)
-    ]
+    order, adjacent = sorted_neighbours(prompts)
     # saving[j]: the best total saving over the first j sorted rows; start[j]: where the
     # group ending at row j - 1 starts in that best split
     saving, start = [0] * (len(order) + 1), list(range(len(order) + 1))
@@ -146,10 +142,14 @@ class SharedPrefixLayout:
         self.lengths = [self.lengths[g] for g in live]
         self.prefixes = [[layer[g] for g in live] for layer in self.prefixes]
 
-    def row_layers(self, layers: Sequence[Any], row: int, columns: torch.Tensor) -> list[LayerKV]:
-        """Row ``row``'s whole sequence per layer: its group's prefix, then the suffix
-        ``columns`` of the cache ``layers``."""
+    def row_layers(
+        self, layers: Sequence[Any], mask: torch.Tensor, row: int, tokens: int
+    ) -> list[LayerKV]:
+        """The keys and values of the first ``tokens`` of row ``row``'s sequence, per layer:
+        its group's prefix, then the first real columns (``mask``, the suffixes' mask) of its
+        suffix in the cache ``layers``."""
         group = self.group_of(row)
+        columns = mask[row].nonzero().squeeze(-1)[: tokens - self.lengths[group]]
         result = []
         for layer, prefix in zip(layers, (p[group] for p in self.prefixes), strict=True):
             keys, values = layer.keys[row][:, columns], layer.values[row][:, columns]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -231,19 +231,14 @@ class TransformersBackend:
         """The last position's logits and the updated cache; with a ``layout``, ``cache`` and
         ``mask`` hold the rows' suffixes and attention reads the groups' prefixes once."""
         kwargs = {self._cache_keyword: cache, "logits_to_keep": 1}
-        if layout is None:
+        scope = nullcontext()
+        if layout is not None:
+            layout.set_mask(mask)
+            kwargs["shared_prefix"] = layout
+            scope = shared_prefix_attention_on(self.model)
+        with scope:
             return self.model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs
-            )
-        layout.set_mask(mask)
-        with shared_prefix_attention_on(self.model):
-            return self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                shared_prefix=layout,
-                **kwargs,
             )
 
     # ------------------------------------------------------------------ prefix reuse
@@ -338,9 +333,7 @@ class TransformersBackend:
                 where = mask[row].nonzero().squeeze(-1)[: len(sequence)]
                 kept = [(x.keys[row][:, where], x.values[row][:, where]) for x in layers]
             else:
-                shared = layout.lengths[layout.group_of(row)]
-                where = mask[row].nonzero().squeeze(-1)[: len(sequence) - shared]
-                kept = layout.row_layers(layers, row, where)
+                kept = layout.row_layers(layers, mask, row, len(sequence))
             self.prefix_store.add(sequence, kept)
 
     def _share_prefixes(self, prompts: Sequence[Sequence[int]]) -> None:
