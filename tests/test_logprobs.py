@@ -47,7 +47,10 @@ def test_completion_only_logprobs_equal_trls_fused_head_over_every_position(
     assert torch.all(ours[0][~scored] == 0) and torch.all(ours[1][~scored] == 0)
     assert ours[2].keys() == trls[2].keys() and ours[2]
     for name, grad in trls[2].items():
-        assert torch.allclose(ours[2][name], grad, atol=1e-5), name
+        # float32 sums in another order: an embedding row's gradient gathers every position,
+        # so the round-off scales with the gradient's size (6e-5 of 18.8 seen on an AMD EPYC)
+        scale = max(float(grad.abs().max()), 1.0)
+        assert torch.allclose(ours[2][name], grad, atol=1e-5 * scale), name
 
 
 def test_a_micro_batch_of_padding_only_gives_zero_gradient(tiny_model_dir, tmp_path):
