@@ -6,6 +6,10 @@ import os
 import platform
 from typing import Any
 
+# CPU features that decide matmul speed: AVX-512 BF16 computes bf16 products in vector
+# units, AMX in matrix tiles (several times faster again); without either, bf16 is emulated
+MATRIX_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
 
 def describe_machine() -> dict[str, Any]:
     import torch
@@ -28,8 +32,11 @@ def describe_machine() -> dict[str, Any]:
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.startswith("model name") and "cpu_model" not in info:
                     info["cpu_model"] = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    info["cpu_matrix_flags"] = [f for f in MATRIX_FLAGS if f in flags]
                     break
     except OSError:
         pass
@@ -37,7 +44,9 @@ def describe_machine() -> dict[str, Any]:
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    device = (
-        info.get("cuda") or f"{info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores"
-    )
+    device = info.get("cuda")
+    if not device:
+        device = f"{info.get('cpu_model', info['processor'])}, {info['cpu_count']} cores"
+        if info.get("cpu_matrix_flags"):
+            device += f" ({' '.join(info['cpu_matrix_flags'])})"
     return f"{device}; torch {info['torch']} ({info['torch_threads']} threads); Python {info['python']}"

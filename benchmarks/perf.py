@@ -75,6 +75,19 @@ def peak_matmul_flops(dtype: torch.dtype, seconds: float = 2.0) -> float:
     return best
 
 
+def memory_read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Bytes per second at which this machine reads a large tensor (the best of a few sums
+    over ``megabytes`` of fp32): the rate at which a decoding step can stream weights."""
+    data = torch.ones(megabytes * 2**20 // 4, device=DEVICE)
+    data.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        started = clock()
+        data.sum()
+        best = min(best, clock() - started)
+    return data.numel() * data.element_size() / best
+
+
 def clock() -> float:
     """``time.perf_counter()`` once the device's queued work is done (CUDA runs
     asynchronously: without the wait a timer reads when work was queued, not done)."""
@@ -235,6 +248,38 @@ class GenerateBackend:
         return results
 
 
+def weight_bytes_read(model: torch.nn.Module) -> int:
+    """Bytes of weights one forward reads: every parameter except an input embedding table
+    that is not also the output head (a token's embedding is one row of it)."""
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    skip = embedding if head is None or head.weight is not embedding else None
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p is not skip)
+
+
+@torch.inference_mode()
+def one_token_forward(backend: Any, rows: int, repeats: int = 5) -> dict[str, float]:
+    """Seconds of a forward of one token in each of ``rows`` rows, without a cache: the
+    least a decoding step at that batch costs (no attention over a history). Its tokens per
+    second at the rollout's batch over those at 1 row is what batching alone gains on
+    decoding on this machine; ``weight_bytes_per_second`` set against
+    :func:`memory_read_bandwidth` tells whether reading the weights is what limits it."""
+    ids = torch.full((rows, 1), backend.pad_token_id, dtype=torch.long, device=backend.device)
+    model = backend.model
+    model(input_ids=ids, use_cache=False, logits_to_keep=1)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = clock()
+        model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        best = min(best, clock() - started)
+    return {
+        "rows": rows,
+        "seconds": best,
+        "tokens_per_second": rows / best,
+        "weight_bytes_per_second": weight_bytes_read(model) / best,
+    }
+
+
 def rollout_figures(
     backend: Any, dialogues: int, naive_dialogues: int, turns: int, tokens: int
 ) -> dict[str, Any]:
@@ -242,7 +287,12 @@ def rollout_figures(
     ``model.generate``, and the one-by-one loop, on one backend (one dtype); ratios against
     ours."""
     batched_rollout(backend, 1, 2, 4)  # warm-up
-    figures = {"batched": batched_rollout(backend, dialogues, turns, tokens)}
+    forward = {"1": one_token_forward(backend, 1), "batched": one_token_forward(backend, dialogues)}
+    forward["batching_gain"] = (
+        forward["batched"]["tokens_per_second"] / forward["1"]["tokens_per_second"]
+    )
+    figures: dict[str, Any] = {"one_token_forward": forward}
+    figures["batched"] = batched_rollout(backend, dialogues, turns, tokens)
     with without_prefix_reuse(backend):
         figures["batched_without_prefix_reuse"] = batched_rollout(backend, dialogues, turns, tokens)
     if backend.shared_prefix_attention:
@@ -255,15 +305,13 @@ def rollout_figures(
     figures["generate"] = batched_rollout(generate, dialogues, turns, tokens)
     figures["naive"] = naive_rollout(backend, naive_dialogues, turns, tokens)
     ours = figures["batched"]["tokens_per_second"]
-    for baseline in [k for k in figures if k != "batched"]:
+    runs = [k for k in figures if k != "one_token_forward"]
+    for baseline in [k for k in runs if k != "batched"]:
         figures[f"speedup_vs_{baseline}"] = ours / figures[baseline]["tokens_per_second"]
     print(
         f"rollout {backend.name}: "
-        + ", ".join(
-            f"{k} {v['tokens_per_second']:.1f} tok/s"
-            for k, v in figures.items()
-            if "speedup" not in k
-        ),
+        + ", ".join(f"{k} {figures[k]['tokens_per_second']:.1f} tok/s" for k in runs)
+        + f"; one-token forward at {dialogues} rows {forward['batching_gain']:.1f}x 1 row",
         flush=True,
     )
     return figures
@@ -443,7 +491,9 @@ def training_throughput(
     return result
 
 
-def profile_training_step(sequences: int, max_new_tokens: int, bf16: bool, rows: int = 12) -> str:
+def profile_training_step(
+    sequences: int, max_new_tokens: int, bf16: bool, rows: int = 12, weights: str = "float32"
+) -> str:
     """The torch profiler's table of the operators that take the most CPU time in one timed
     training step of our trainer (after the warm-up step), for ``--profile-training``."""
     import tempfile
@@ -457,7 +507,13 @@ def profile_training_step(sequences: int, max_new_tokens: int, bf16: bool, rows:
         return seconds
 
     training_throughput(
-        "selfplay", sequences, max_new_tokens, bf16, Path(tempfile.mkdtemp()), timer=profiled
+        "selfplay",
+        sequences,
+        max_new_tokens,
+        bf16,
+        Path(tempfile.mkdtemp()),
+        weights=weights,
+        timer=profiled,
     )
     return tables[-1]
 
@@ -467,12 +523,18 @@ def training_figures(
 ) -> dict[str, Any]:
     """The training section: our trainer vs TRL's plain one (fp32, and bf16 unless
     ``quick``), the multi-turn step on both splits, and bf16's speed-up. Each figure is
-    saved into ``report`` as soon as it is measured."""
+    saved into ``report`` as soon as it is measured.
+
+    The bf16 path is the one ``configs/gpu_8b.yaml`` trains with: weights loaded in bf16
+    (the LoRA adapter stays fp32) under bf16 autocast. Our trainer is also timed with
+    autocast over fp32 weights, the other way to ask for bf16."""
     training: dict[str, Any] = {}
     report["training"] = training
-    for label, bf16 in [("fp32", False)] + ([("bf16", True)] if not quick else []):
-        ours = training_throughput("selfplay", sequences, tokens, bf16, out)
-        plain_trl = training_throughput("trl-plain", sequences, tokens, bf16, out)
+    for label, bf16, weights in [("fp32", False, "float32")] + (
+        [("bf16", True, "bfloat16")] if not quick else []
+    ):
+        ours = training_throughput("selfplay", sequences, tokens, bf16, out, weights=weights)
+        plain_trl = training_throughput("trl-plain", sequences, tokens, bf16, out, weights=weights)
         training[label] = {
             "selfplay": ours,
             "trl-plain": plain_trl,
@@ -498,9 +560,13 @@ def training_figures(
         flush=True,
     )
     if "bf16" in training:
+        training["bf16_autocast"] = training_throughput("selfplay", sequences, tokens, True, out)
+        fp32 = training["fp32"]["selfplay"]["processed_tokens_per_second"]
         training["bf16_speedup"] = (
-            training["bf16"]["selfplay"]["processed_tokens_per_second"]
-            / training["fp32"]["selfplay"]["processed_tokens_per_second"]
+            training["bf16"]["selfplay"]["processed_tokens_per_second"] / fp32
+        )
+        training["bf16_autocast_speedup"] = (
+            training["bf16_autocast"]["processed_tokens_per_second"] / fp32
         )
     save(report, out)
     return training
@@ -543,7 +609,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {machine_line(r['machine'])}",
         "",
         f"Peak matmul: {r['peak_flops']['float32'] / 1e12:.3f} TFLOP/s fp32, "
-        f"{r['peak_flops']['bfloat16'] / 1e12:.3f} TFLOP/s bf16.",
+        f"{r['peak_flops']['bfloat16'] / 1e12:.3f} TFLOP/s bf16. Memory read bandwidth: "
+        f"{r['memory_read_bandwidth'] / 1e9:.1f} GB/s.",
         "",
         "| figure | ours | baseline | ratio |",
         "|---|---|---|---|",
@@ -564,6 +631,14 @@ def markdown(report: dict[str, Any]) -> str:
             )
         ours = (
             f"{f['batched']['tokens_per_second']:.1f} (ours, {f['batched']['dialogues']} dialogues)"
+        )
+        forward = f["one_token_forward"]
+        lines.append(
+            f"| one-token forward, tokens/s ({precision}; weights read at "
+            f"{forward['batched']['weight_bytes_per_second'] / 1e9:.1f} / "
+            f"{forward['1']['weight_bytes_per_second'] / 1e9:.1f} GB/s) | "
+            f"{forward['batched']['tokens_per_second']:.1f} ({forward['batched']['rows']} rows) | "
+            f"{forward['1']['tokens_per_second']:.1f} (1 row) | {forward['batching_gain']:.2f}x |"
         )
         for key, label in [(k, label) for k, label in baselines if k in f]:
             lines.append(
@@ -586,9 +661,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{m['bucketing_speedup']:.2f}x |"
         )
     if "bf16" in r["training"]:
-        lines.append(
-            f"| bf16 vs fp32 training (self-play) | - | - | {r['training']['bf16_speedup']:.2f}x |"
-        )
+        lines += [
+            f"| bf16 vs fp32 training (self-play; bf16 weights, bf16 autocast) | - | - | "
+            f"{r['training']['bf16_speedup']:.2f}x |",
+            f"| bf16 autocast over fp32 weights vs fp32 training (self-play) | - | - | "
+            f"{r['training']['bf16_autocast_speedup']:.2f}x |",
+        ]
     u = r["utilisation"]
     lines += [
         f"| generation utilisation | {100 * u['generation']:.2f}% of fp32 peak | - | - |",
@@ -642,8 +720,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--profile-training",
         action="store_true",
-        help="only profile one bf16-autocast training step of 8 sequences and print where its "
-        "CPU time goes",
+        help="only profile one training step of 8 sequences on the bf16 path (bf16 weights, bf16 "
+        "autocast) and print where its CPU time goes",
     )
     parser.add_argument(
         "--shared-prefix",
@@ -667,7 +745,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = (1, 2, 4) if args.quick else (1, 2, 4, 8, 16)
     command = " ".join(["python -m benchmarks.perf", *(sys.argv[1:] if argv is None else argv)])
     if args.profile_training:
-        print(profile_training_step(sequences, tokens, bf16=True))
+        print(profile_training_step(sequences, tokens, bf16=True, weights="bfloat16"))
         return {}
     if args.training_only:
         report = {"command": command, "machine": describe_machine()}
@@ -698,6 +776,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "float32": peak_matmul_flops(torch.float32),
             "bfloat16": peak_matmul_flops(torch.bfloat16),
         },
+        "memory_read_bandwidth": memory_read_bandwidth(),
         "env": env_steps_per_second(20 if args.quick else 200),
         "rollout": {},
     }
@@ -707,19 +786,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for label, model in precisions:
         report["rollout"][label] = rollout_figures(model, dialogues, naive_dialogues, turns, tokens)
         save(report, out)
-    batched = report["rollout"]["fp32"]["batched"]
     report["training"] = training_figures(sequences, tokens, args.quick, out, report)
-    parameters = sum(p.numel() for p in backend.model.parameters())
-    fp32_peak = report["peak_flops"]["float32"]
-    ours = report["training"]["fp32"]["selfplay"]
-    report["utilisation"] = {
-        "generation": 2
-        * parameters
-        * batched["generated_tokens"]
-        / batched["generation_seconds"]
-        / fp32_peak,
-        "training": 6 * parameters * ours["processed_tokens_per_second"] / fp32_peak,
-    }
     report["memory_gib"] = {
         "rollout": peak_memory("rollout", dialogues, tokens),
         "training": peak_memory("training", sequences, tokens),
@@ -741,11 +808,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(f"scaling {size}: {report['scaling'][-1]}", flush=True)
         save(report, out)
+    # a peak is a best case: other load on a shared machine only lowers a measurement, so
+    # the peak is measured again at the end and the higher reading kept
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        report["peak_flops"][name] = max(report["peak_flops"][name], peak_matmul_flops(dtype))
+    report["utilisation"] = utilisation(report, sum(p.numel() for p in backend.model.parameters()))
     plot_scaling(report["scaling"], out / "scaling.png")
     save(report, out)
     (out / "perf.md").write_text(markdown(report))
     print(markdown(report))
     return report
+
+
+def utilisation(report: dict[str, Any], parameters: int) -> dict[str, float]:
+    """Achieved FLOP/s of our fp32 rollout (2 x parameters per generated token) and training
+    step (6 x parameters per processed token) as shares of the fp32 peak."""
+    peak = report["peak_flops"]["float32"]
+    rollout = report["rollout"]["fp32"]["batched"]
+    training = report["training"]["fp32"]["selfplay"]
+    generated = rollout["generated_tokens"] / rollout["generation_seconds"]
+    return {
+        "generation": 2 * parameters * generated / peak,
+        "training": 6 * parameters * training["processed_tokens_per_second"] / peak,
+    }
 
 
 def save(report: dict[str, Any], out: Path) -> None:

@@ -53,3 +53,41 @@ def test_the_training_profile_lists_the_costliest_operators(monkeypatch):
     monkeypatch.setattr(perf, "TIMED_STEPS", 1)
     table = perf.profile_training_step(2, 4, bf16=False, rows=5)
     assert "Self CPU" in table and "aten::" in table
+
+
+def test_weights_read_per_forward_leave_out_an_untied_embedding_table(smollm2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tied = smollm2.model  # SmolLM2 ties its embedding to the output head: read as the head
+    assert perf.weight_bytes_read(tied) == sum(p.numel() * 4 for p in tied.parameters())
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        tie_word_embeddings=False,
+    )
+    untied = LlamaForCausalLM(config)
+    everything = sum(p.numel() * 4 for p in untied.parameters())
+    assert perf.weight_bytes_read(untied) == everything - 100 * 16 * 4
+
+
+def test_one_token_forward_reports_its_rows_rate_and_weight_traffic(smollm2):
+    figure = perf.one_token_forward(smollm2, 3, repeats=1)
+    assert figure["rows"] == 3 and figure["seconds"] > 0
+    assert figure["tokens_per_second"] == 3 / figure["seconds"]
+    weights = perf.weight_bytes_read(smollm2.model)
+    assert figure["weight_bytes_per_second"] == weights / figure["seconds"]
+    assert perf.memory_read_bandwidth(megabytes=8, repeats=1) > 0
+
+
+def test_utilisation_counts_two_flops_per_generated_and_six_per_trained_parameter_token():
+    report = {
+        "peak_flops": {"float32": 1e12},
+        "rollout": {"fp32": {"batched": {"generated_tokens": 100, "generation_seconds": 2.0}}},
+        "training": {"fp32": {"selfplay": {"processed_tokens_per_second": 10.0}}},
+    }
+    shares = perf.utilisation(report, parameters=10**9)
+    assert shares["generation"] == 2 * 1e9 * 50 / 1e12
+    assert shares["training"] == 6 * 1e9 * 10 / 1e12
