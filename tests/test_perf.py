@@ -82,12 +82,17 @@ def test_one_token_forward_reports_its_rows_rate_and_weight_traffic(smollm2):
     assert perf.memory_read_bandwidth(megabytes=8, repeats=1) > 0
 
 
-def test_utilisation_counts_two_flops_per_generated_and_six_per_trained_parameter_token():
+def test_utilisation_counts_the_lm_head_of_training_at_trained_tokens_only():
     report = {
         "peak_flops": {"float32": 1e12},
         "rollout": {"fp32": {"batched": {"generated_tokens": 100, "generation_seconds": 2.0}}},
-        "training": {"fp32": {"selfplay": {"processed_tokens_per_second": 10.0}}},
+        "training": {
+            "fp32": {
+                "selfplay": {"processed_tokens_per_second": 10.0, "trained_tokens_per_second": 2.0}
+            }
+        },
     }
-    shares = perf.utilisation(report, parameters=10**9)
-    assert shares["generation"] == 2 * 1e9 * 50 / 1e12
-    assert shares["training"] == 6 * 1e9 * 10 / 1e12
+    shares = perf.utilisation(report, parameters=10**9, head=2 * 10**8)
+    assert shares["generation"] == 2 * 1e9 * 50 / 1e12  # 2 x parameters x 50 tokens/s
+    # the body at all 10 processed tokens/s, the head at the 2 trained ones
+    assert shares["training"] == 6 * (8e8 * 10 + 2e8 * 2) / 1e12

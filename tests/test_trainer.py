@@ -351,3 +351,28 @@ def test_observer_in_training_replaces_blocked_turns_and_shapes_the_reward(alway
     stats = dialogue_stats(outcomes, 2)
     assert stats["negotiation/observer_violations"] >= 1
     assert stats["negotiation/observer_interventions"] >= 1
+
+
+def test_the_bf16_path_trains_a_fp32_adapter_on_bf16_weights_on_cpu(tiny_model_dir, tmp_path):
+    # configs/gpu_8b.yaml's precision (bf16 weights, bf16 autocast), here on the CPU
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        **{
+            "env.mode": "evaluation",
+            "model.dtype": "bfloat16",
+            "model.lora": True,
+            "optim.bf16": True,
+        },
+    )
+    trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
+    adapter = {
+        n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad
+    }
+    frozen = [p for p in trainer.model.parameters() if not p.requires_grad]
+    assert adapter and all(p.dtype == torch.float32 for p in adapter.values())
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(after[n], before) for n, before in adapter.items())
+    assert all(torch.isfinite(after[n]).all() for n in adapter)
