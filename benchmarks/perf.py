@@ -23,9 +23,9 @@
    on the samples of 4-turn dialogues (prompts of every length): our length-bucketed
    micro-batches against TRL's plain split of the same batch.
 4. **Utilisation**: achieved FLOP/s (2 x parameters per generated token; 6 x parameters
-   per token a training step processes, the LM head counted where our step runs it) as a share of this machine's peak matmul FLOP/s,
-   measured here in fp32 and bf16 (at the start and at the end; the higher reading), and
-   its memory read bandwidth.
+   per token a training step processes, the LM head counted where our step runs it) as a
+   share of this machine's peak matmul FLOP/s, measured here in fp32 and bf16 (at the start
+   and at the end; the higher reading), and its memory read bandwidth.
 5. **Peak memory**: peak RSS (CPU) or allocated memory (CUDA) of a rollout and of a training
    step, each in its own process.
 6. **Scaling**: rollout and training throughput at 1, 2, 4, 8, 16 parallel dialogues (fp32).
@@ -83,13 +83,19 @@ def memory_read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     """Bytes per second at which this machine reads a large tensor (the best of a few sums
     over ``megabytes`` of fp32): the rate at which a decoding step can stream weights."""
     data = torch.ones(megabytes * 2**20 // 4, device=DEVICE)
-    data.sum()
+    return data.numel() * data.element_size() / best_seconds(data.sum, repeats)
+
+
+def best_seconds(run: Any, repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``run``, after one untimed warm-up call (on
+    a shared machine other load only ever slows a call down)."""
+    run()
     best = float("inf")
     for _ in range(repeats):
         started = clock()
-        data.sum()
+        run()
         best = min(best, clock() - started)
-    return data.numel() * data.element_size() / best
+    return best
 
 
 def clock() -> float:
@@ -270,12 +276,7 @@ def one_token_forward(backend: Any, rows: int, repeats: int = 5) -> dict[str, fl
     :func:`memory_read_bandwidth` tells whether reading the weights is what limits it."""
     ids = torch.full((rows, 1), backend.pad_token_id, dtype=torch.long, device=backend.device)
     model = backend.model
-    model(input_ids=ids, use_cache=False, logits_to_keep=1)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        started = clock()
-        model(input_ids=ids, use_cache=False, logits_to_keep=1)
-        best = min(best, clock() - started)
+    best = best_seconds(lambda: model(input_ids=ids, use_cache=False, logits_to_keep=1), repeats)
     return {
         "rows": rows,
         "seconds": best,
