@@ -51,7 +51,7 @@ from negotiation_env import NegotiationConfig
 from negotiation_env.backend_interface import GenerationSettings
 from negotiation_env.jsonl import append_jsonl, read_jsonl_records
 from negotiation_env.judges.base import JudgeRequest, judge_safely
-from negotiation_env.judges.llm import PairwiseRequest
+from negotiation_env.judges.pairwise import PairwiseRequest
 from negotiation_env.scenarios import ScenarioBank
 from negotiation_env.vector import VectorNegotiationEnv
 

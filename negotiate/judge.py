@@ -24,7 +24,7 @@ from typing import Any
 from agents.specs import load_judge
 from negotiation_env.jsonl import DataFileError, append_jsonl, read_jsonl, read_jsonl_records
 from negotiation_env.judges.base import JudgeRequest
-from negotiation_env.judges.llm import PairwiseRequest
+from negotiation_env.judges.pairwise import PairwiseRequest
 from negotiation_env.scenarios import Dilemma, Persona, PersonaPair, Scenario, ScenarioBank
 from negotiation_env.transcript import Turn
 

@@ -13,9 +13,10 @@ Scoring modes
 
 Pairwise
     :meth:`LLMJudge.compare_batch` asks which of two resolutions is better in both orders and
-    combines them: ``p_a`` is the mean probability that ``a`` is better; ``preferred`` is
-    "a" or "b" only when both orders agree, else "tie"; ``position_consistent`` says whether
-    they agreed. :meth:`LLMJudge.group_rewards` turns the G resolutions of a GRPO group into
+    combines them (:mod:`negotiation_env.judges.pairwise`): ``p_a`` is the mean of the two
+    orders' probabilities that ``a`` is better, ``preferred`` is "a" or "b" when ``p_a`` is
+    outside the tie band around 0.5, else "tie"; ``position_consistent`` says whether each
+    order on its own would have chosen the same side. :meth:`LLMJudge.group_rewards` turns the G resolutions of a GRPO group into
     rewards by their mean win probability against the others (both orders), optionally mixed
     with the absolute score.
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from negotiation_env.backend_interface import GenerationSettings
@@ -45,6 +45,12 @@ from negotiation_env.judges.base import (
     JudgeRequest,
 )
 from negotiation_env.judges.cache import JudgeCache, cache_key
+from negotiation_env.judges.pairwise import (
+    DEFAULT_TIE_BAND,
+    PairwiseJudgement,
+    PairwiseRequest,
+    combine_orders,
+)
 from negotiation_env.judges.prompting import (
     DEFAULT_RUBRICS,
     Rubric,
@@ -68,35 +74,6 @@ INJECTION_POLICIES = ("strip", "penalize", "flag")
 _SCORE_PATTERN = re.compile(r"score\s*[:=]\s*([0-5])\b", re.IGNORECASE)
 _CHOICE_PATTERN = re.compile(r"better\s*[:=]\s*\**\s*([AB])\b", re.IGNORECASE)
 _AGREED_PATTERN = re.compile(r"agreed\s*[:=]\s*\**\s*(yes|no)\b", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class PairwiseRequest:
-    scenario: Scenario
-    resolution_a: str
-    resolution_b: str
-
-
-@dataclass
-class PairwiseJudgement:
-    """Which of two resolutions is better, asked in both orders."""
-
-    preferred: str | None  # "a", "b", "tie", or None when the judge failed
-    p_a: float | None  # probability that a is better, averaged over both orders
-    position_consistent: bool | None
-    judge: str
-    details: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "preferred": self.preferred,
-            "p_a": self.p_a,
-            "position_consistent": self.position_consistent,
-            "judge": self.judge,
-            "details": self.details,
-            "error": self.error,
-        }
 
 
 def _softmax(logprobs: Sequence[float]) -> tuple[list[float], float]:
@@ -140,6 +117,7 @@ class LLMJudge:
         injection_penalty: float = 1.0,
         max_retries: int = 2,
         cache: JudgeCache | None = None,
+        tie_band: float = DEFAULT_TIE_BAND,
     ):
         if mode not in MODES:
             raise ValueError(f"mode: {mode!r} is not one of {list(MODES)}")
@@ -153,6 +131,7 @@ class LLMJudge:
         self.injection_penalty = injection_penalty
         self.max_retries = max_retries
         self.cache = cache if cache is not None else JudgeCache()
+        self.tie_band = tie_band
         self.name = f"{backend.name}|{self.rubric.id}|{mode}"
 
     def describe(self) -> dict[str, str]:
@@ -342,10 +321,7 @@ class LLMJudge:
                 p_a_first = p_a_second = (
                     0.0 if found["a"] else 1.0
                 )  # the side that addressed the judge loses
-            p_a = (p_a_first + p_a_second) / 2
-            votes = (p_a_first > 0.5, p_a_second > 0.5)
-            consistent = votes[0] == votes[1]
-            preferred = ("a" if votes[0] else "b") if consistent else "tie"
+            p_a, preferred, consistent = combine_orders(p_a_first, p_a_second, self.tie_band)
             results.append(PairwiseJudgement(preferred, p_a, consistent, self.name, details))
         return results
 
@@ -466,3 +442,11 @@ class LLMAgreementDetector:
                 AgreementDecision(p_agree >= self.threshold, p_agree, self.name, details)
             )
         return decisions
+
+
+__all__ = [
+    "LLMAgreementDetector",
+    "LLMJudge",
+    "PairwiseJudgement",
+    "PairwiseRequest",
+]

@@ -64,7 +64,7 @@ class KeywordRubricJudge:
 
     def compare_batch(self, requests: Sequence[Any]) -> list[Any]:
         """Pairwise by comparing the two scores (so the test double also serves pairwise code)."""
-        from negotiation_env.judges.llm import PairwiseJudgement
+        from negotiation_env.judges.pairwise import PairwiseJudgement
 
         results = []
         for request in requests:
