@@ -123,7 +123,8 @@ def test_next_token_logprobs_agree_with_continuation_scoring(smollm2):
     conversations = [chat("Rate this plan from 0 to 5: share the cost 50/50.")] * 2
     digits = [str(d) for d in range(6)]
     next_token = smollm2.next_token_logprobs(conversations, digits, assistant_prefix="Score: ")
-    assert next_token[0] == pytest.approx(next_token[1])
+    # the shared prompt is computed once and reused: the same numbers up to float rounding
+    assert next_token[0] == pytest.approx(next_token[1], abs=1e-4)
     assert set(next_token[0]) == set(digits)
     total = sum(math.exp(v) for v in next_token[0].values())
     assert 0.0 < total <= 1.0 + 1e-6

@@ -622,23 +622,48 @@ class TransformersBackend:
         completion_ids: Sequence[Sequence[int]],
         temperature: float = 1.0,
     ) -> list[list[float]]:
-        """log p(completion token | prompt, earlier completion tokens) for each pair, by one forward pass."""
+        """log p(completion token | prompt, earlier completion tokens) for each pair, by one
+        forward pass. Only the completion positions are projected onto the vocabulary (a
+        batch of whole sequences' logits would take gigabytes)."""
         sequences = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
         results: list[list[float] | None] = [None] * len(sequences)
         scale = temperature if temperature > 0 else 1.0
-        for batch in self._batches([len(s) for s in sequences]):
-            ids, mask = self._left_pad([sequences[i] for i in batch])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions
-            ).logits.float()
-            log_probs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)
-            targets = log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1)
-            width = ids.shape[1]
-            for row, index in enumerate(batch):
-                n = len(completion_ids[index])
-                results[index] = targets[row, width - 1 - n : width - 1].tolist() if n else []
+        vocabulary = self.model.get_output_embeddings().weight.shape[0]
+        for group in self._batches([len(s) for s in sequences]):
+            longest = max(len(completion_ids[i]) for i in group)
+            if longest == 0:
+                for index in group:
+                    results[index] = []
+                continue
+            # float32 logits of about 256 MB at most per forward
+            rows = max(1, 2**26 // ((longest + 1) * vocabulary))
+            for start in range(0, len(group), rows):
+                self._score_rows(
+                    group[start : start + rows], sequences, completion_ids, scale, results
+                )
         return results  # type: ignore[return-value]
+
+    def _score_rows(
+        self,
+        batch: Sequence[int],
+        sequences: Sequence[Sequence[int]],
+        completion_ids: Sequence[Sequence[int]],
+        scale: float,
+        results: list[list[float] | None],
+    ) -> None:
+        """Fill ``results`` for the rows ``batch`` (one forward pass)."""
+        ids, mask = self._left_pad([sequences[i] for i in batch])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        longest = max(len(completion_ids[i]) for i in batch)
+        # the last `longest + 1` positions predict every completion token of every row
+        logits = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1
+        ).logits.float()
+        log_probs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)
+        targets = log_probs.gather(-1, ids[:, -longest:, None]).squeeze(-1)
+        for row, index in enumerate(batch):
+            n = len(completion_ids[index])
+            results[index] = targets[row, longest - n :].tolist() if n else []
 
     def continuation_logprobs(
         self,
@@ -658,7 +683,11 @@ class TransformersBackend:
         candidates: Sequence[str],
         assistant_prefix: str = "",
     ) -> list[dict[str, float]]:
-        """log p(first token of each candidate) as the assistant's next token, per conversation."""
+        """log p(first token of each candidate) as the assistant's next token, per conversation.
+
+        Prompts that share a prefix (a judge asking several questions about one text puts
+        the text first) have it computed once: the call runs inside a prefix-caching scope.
+        """
         candidate_ids = []
         for candidate in candidates:
             ids = self.tokenizer(candidate, add_special_tokens=False)["input_ids"]
@@ -668,15 +697,14 @@ class TransformersBackend:
         prompts = self.encode([self.render(c, assistant_prefix) for c in conversations])
         results: list[dict[str, float] | None] = [None] * len(prompts)
         index_tensor = torch.tensor(candidate_ids, device=self.device)
-        for batch in self._batches([len(p) for p in prompts]):
-            ids, mask = self._left_pad([prompts[i] for i in batch])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
-            ).logits
-            log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, index_tensor]
-            for row, index in enumerate(batch):
-                results[index] = dict(zip(candidates, log_probs[row].tolist(), strict=True))
+        with self.prefix_caching():
+            if self.prefix_store is not None and len(prompts) > 1:
+                self._share_prefixes(prompts)
+            for batch in self._batches([len(p) for p in prompts]):
+                output, _, _ = self._prefill([prompts[i] for i in batch])
+                log_probs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)[:, index_tensor]
+                for row, index in enumerate(batch):
+                    results[index] = dict(zip(candidates, log_probs[row].tolist(), strict=True))
         return results  # type: ignore[return-value]
 
 
