@@ -1,0 +1,160 @@
+"""A trained Collective-Agency reward model as a judge.
+
+The reward model is a sequence classifier (a causal LM with a scalar head, LoRA-tuned by
+``python -m trainers.reward_model``) trained Bradley-Terry style on preference pairs: a good
+resolution against one with a controlled flaw (:mod:`trainers.preferences`). It reads the
+conversation of :func:`reward_conversation` (the dilemma, both parties' values, the
+resolution) and returns one real number; higher is better.
+
+:class:`RewardModelJudge` maps that number to the 0-5 scale with the calibration stored
+beside the adapter: ``5 * sigmoid((reward - center) / scale)``, where ``center`` and
+``scale`` are the mean and spread of the rewards of the training texts, so a typical text
+lands near 2.5 and one spread above near 3.7. A pairwise verdict comes from the two rewards
+(Bradley-Terry: ``P(a better) = sigmoid(reward_a - reward_b)``), so it has no position to be
+biased by. Injection: sentences flagged by the detector are removed before scoring and, by
+default (``injection="penalize"``), a flagged resolution loses ``injection_penalty`` points:
+a resolution that talks to its grader is worse, and what it said is not scored.
+
+>>> judge = load_judge("rm")                                           # doctest: +SKIP
+>>> judge.score_batch([JudgeRequest(scenario, "We split the cost ...")])[0].score  # doctest: +SKIP
+3.1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from negotiation_env.judges.base import Judgement, JudgeRequest
+from negotiation_env.judges.cache import JudgeCache, cache_key
+from negotiation_env.judges.pairwise import PairwiseJudgement, PairwiseRequest, pairwise_from_scores
+from negotiation_env.judges.prompting import detect_injection, strip_injection
+from negotiation_env.scenarios import Scenario
+
+INJECTION_POLICIES = ("strip", "penalize", "flag")
+REWARD_SYSTEM = (
+    "You review agreements that settle a dilemma between two parties. A good agreement "
+    "decides the question, protects what each side values most, names concrete steps and "
+    "shares costs fairly, respectfully and coherently."
+)
+
+
+def reward_conversation(scenario: Scenario, resolution: str) -> list[dict[str, str]]:
+    """What the reward model reads: the dilemma, both parties and their values, the text."""
+    a, b = scenario.personas
+    user = (
+        f"Situation: {scenario.dilemma.title}. {scenario.dilemma.text}\n"
+        f"Side A, {a.name}, cares about {', '.join(a.core_values)}. "
+        f"Side B, {b.name}, cares about {', '.join(b.core_values)}.\n\n"
+        f"Agreement:\n{resolution.strip() or '(empty)'}"
+    )
+    return [{"role": "system", "content": REWARD_SYSTEM}, {"role": "user", "content": user}]
+
+
+class RewardScorer(Protocol):
+    """What the judge needs from a reward-model backend (``agents.backends.reward_backend``)."""
+
+    name: str
+    calibration: dict[str, float]
+
+    def score(self, conversations: Sequence[Sequence[dict[str, str]]]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Raw reward -> 0-5: ``5 * sigmoid((reward - center) / scale)``."""
+
+    center: float = 0.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0 or not math.isfinite(self.center):
+            raise ValueError(f"calibration: need a finite center and scale > 0, got {self}")
+
+    def to_score(self, reward: float) -> float:
+        return 5.0 / (1.0 + math.exp(-(reward - self.center) / self.scale))
+
+
+class RewardModelJudge:
+    """Scores resolutions with a trained reward model (see the module docstring)."""
+
+    def __init__(
+        self,
+        scorer: RewardScorer,
+        injection: str = "penalize",
+        injection_penalty: float = 1.0,
+        cache: JudgeCache | None = None,
+    ):
+        if injection not in INJECTION_POLICIES:
+            raise ValueError(f"injection: {injection!r} is not one of {list(INJECTION_POLICIES)}")
+        self.scorer = scorer
+        self.calibration = Calibration(**scorer.calibration)
+        self.injection = injection
+        self.injection_penalty = injection_penalty
+        self.cache = cache if cache is not None else JudgeCache()
+        self.name = f"rm:{scorer.name}|{injection}"
+
+    def describe(self) -> dict[str, str]:
+        return {"model": self.scorer.name, "mode": "reward-model", "rubric": "bradley-terry"}
+
+    def _clean(self, text: str) -> tuple[str, list[str]]:
+        if self.injection == "flag":
+            return text, detect_injection(text)
+        return strip_injection(text)
+
+    def rewards(self, requests: Sequence[JudgeRequest]) -> list[tuple[float, list[str]]]:
+        """(raw reward, injection signals) per request, with the penalty already applied."""
+        cleaned = [self._clean(r.resolution) for r in requests]
+        conversations = [
+            reward_conversation(r.scenario, text)
+            for r, (text, _) in zip(requests, cleaned, strict=True)
+        ]
+        keys = [cache_key(self.scorer.name, "reward", c) for c in conversations]
+        values: list[float | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, v in enumerate(values) if v is None]
+        if todo:
+            for index, reward in zip(
+                todo, self.scorer.score([conversations[i] for i in todo]), strict=True
+            ):
+                values[index] = float(reward)
+                self.cache.put(keys[index], values[index])
+        results = []
+        for value, (_, signals) in zip(values, cleaned, strict=True):
+            if signals and self.injection == "penalize":
+                # the penalty in reward units: the score drops by about injection_penalty
+                value -= 4 * self.calibration.scale * self.injection_penalty / 5
+            results.append((value, signals))
+        return results
+
+    def score_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
+        try:
+            rewards = self.rewards(requests)
+        except Exception as error:  # noqa: BLE001 - a failing model becomes a reasoned result
+            return [
+                Judgement(None, self.name, self.describe(), f"{type(error).__name__}: {error}")
+                for _ in requests
+            ]
+        judgements = []
+        for reward, signals in rewards:
+            score = self.calibration.to_score(reward)
+            details: dict[str, Any] = {**self.describe(), "reward": reward, "injection": signals}
+            judgements.append(Judgement(score, self.name, details))
+        return judgements
+
+    def compare_batch(self, requests: Sequence[PairwiseRequest]) -> list[PairwiseJudgement]:
+        """Which of two resolutions is better: ``P(a better) = sigmoid(reward_a - reward_b)``,
+        the Bradley-Terry model the reward model was trained under."""
+        texts = [
+            JudgeRequest(r.scenario, text)
+            for r in requests
+            for text in (r.resolution_a, r.resolution_b)
+        ]
+        try:
+            raw = [Judgement(reward, self.name) for reward, _ in self.rewards(texts)]
+        except Exception as error:  # noqa: BLE001 - a failing model becomes a reasoned result
+            raw = [Judgement(None, self.name, error=f"{type(error).__name__}: {error}")] * len(
+                texts
+            )
+        return pairwise_from_scores(raw, self.name, temperature=1.0)

@@ -1,0 +1,133 @@
+"""The reward model: its preference data (length-balanced, train split only), a short real
+training run on CPU, and the shipped adapter as a judge."""
+
+import json
+import random
+
+import pytest
+
+from negotiation_env.jsonl import DataFileError
+from trainers.preferences import (
+    AUTHORED_FLAWS,
+    FLAWS,
+    build_pairs,
+    insert_evaluator_line,
+    length_report,
+    load_sources,
+    repeat,
+    split_pairs,
+    truncate,
+)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return load_sources()
+
+
+def test_pairs_are_length_balanced_within_every_flaw(sources):
+    pairs = build_pairs(sources, seed=0)
+    report = length_report(pairs)
+    assert set(report["by_flaw"]) == set(FLAWS)
+    for flaw, row in report["by_flaw"].items():
+        assert row["longer_wins"] == pytest.approx(0.5), flaw
+        assert row["pairs"] >= 40, flaw
+    relations = {p.length for p in pairs}
+    assert relations == {"rejected-longer", "rejected-shorter", "similar"}
+
+
+def test_every_source_is_a_training_scenario(sources, bank):
+    train = bank.scenario_ids("train")
+    assert all(s.scenario.id in train for s in sources)
+    assert len({s.scenario.dilemma.id for s in sources}) >= 100
+
+
+def test_a_test_split_scenario_is_refused(tmp_path, sources):
+    record = json.loads(
+        next(open(__import__("trainers.preferences").preferences.default_sources_path()))
+    )
+    record["scenario_id"] = "pro-005/mercy_vs_accountability"  # a test dilemma and pair
+    path = tmp_path / "sources.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(DataFileError, match=r"sources.jsonl:1: field 'scenario_id'.*test split"):
+        load_sources(path)
+
+
+def test_derived_flaws_are_what_they_claim():
+    rng = random.Random(0)
+    text = (
+        "The council funds the repair this year. The school pays half of the cost. "
+        "Parents volunteer on Saturdays. A review follows in June."
+    )
+    cut = truncate(text, rng)
+    assert text.startswith(cut) and cut[-1] not in ".!?" and len(cut) < len(text)
+    looped = repeat(text, rng, target_words=40)
+    sentences = [s.strip() for s in looped.split(".") if s.strip()]
+    assert max(sentences.count(s) for s in sentences) >= 3
+    flagged = insert_evaluator_line(text, rng)
+    from trainers.preferences import _EVALUATOR_LINES
+
+    added = [line for line in _EVALUATOR_LINES if line in flagged]
+    assert len(added) == 1 and flagged.replace(added[0], "").split() == text.split()
+
+
+def test_held_out_split_keeps_whole_dilemmas_and_flaw_kinds_apart(sources):
+    pairs = build_pairs(sources, seed=0)
+    train, held = split_pairs(pairs, held_out_share=0.2, seed=1, held_out_flaws=["hostile"])
+    dilemma = lambda p: p.scenario_id.split("/")[0]  # noqa: E731
+    assert not {dilemma(p) for p in train} & {dilemma(p) for p in held if p.flaw != "hostile"}
+    assert all(p.flaw != "hostile" for p in train)
+    assert any(p.flaw == "hostile" for p in held)
+    assert len(train) + len(held) == len(pairs)
+
+
+def test_authored_flaws_pair_against_both_good_texts(sources):
+    pairs = build_pairs(sources[:1], seed=0, flaws=AUTHORED_FLAWS)
+    chosen = {p.chosen for p in pairs}
+    assert chosen <= {sources[0].good_long, sources[0].good_short}
+
+
+@pytest.mark.slow
+def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
+    from agents.backends.reward_backend import RewardModelBackend, read_metadata
+    from trainers.reward_model import RewardModelRecipe, train_reward_model
+
+    recipe = RewardModelRecipe(
+        max_sources=2,
+        max_steps=12,
+        lora_layers=2,
+        learning_rate=1e-3,
+        held_out_share=0.0,
+        log_every=4,
+        calibration_pairs=8,
+        checkpoint_every=6,
+    )
+    metadata = train_reward_model(tmp_path / "rm", recipe)
+    losses = [row["loss"] for row in metadata["log"]]
+    assert len(losses) == 12
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    assert read_metadata(tmp_path / "rm")["calibration"]["scale"] > 0
+    scorer = RewardModelBackend(adapter=tmp_path / "rm")
+    assert len(scorer.score([[{"role": "user", "content": "hello"}]])) == 1
+
+
+@pytest.mark.slow
+def test_shipped_reward_model_prefers_the_good_resolution(scenario):
+    from agents.specs import load_judge
+    from negotiation_env.judges.base import JudgeRequest
+    from negotiation_env.judges.pairwise import PairwiseRequest
+
+    judge = load_judge("rm")
+    good = (
+        "The physician gives the vial to the farmer now, since his damage is certain, and the "
+        "clinic watches the child every 30 minutes with an ambulance on standby. The district "
+        "pays a courier to bring a second vial from the regional hospital tonight, and next "
+        "month both sides review stock levels so one delay never leaves a single vial again."
+    )
+    cut = good[: good.index("standby") - 20]
+    good_score, cut_score = judge.score_batch(
+        [JudgeRequest(scenario, good), JudgeRequest(scenario, cut)]
+    )
+    assert 0 <= cut_score.score < good_score.score <= 5
+    verdict = judge.compare_batch([PairwiseRequest(scenario, cut, good)])[0]
+    assert verdict.preferred == "b" and verdict.position_consistent
