@@ -78,9 +78,13 @@ def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def with_option(spec: str, key: str, value: Any) -> str:
-    """``spec`` with one more ``key=value`` option (the rule judge takes no options)."""
+    """``spec`` with one more ``key=value`` option (the rule judge takes no options; every
+    member of an ensemble gets it)."""
     if spec in ("rule", "keyword", "marker"):
         return spec
+    if spec.startswith("ensemble:"):
+        members = spec[len("ensemble:") :].split("+")
+        return "ensemble:" + "+".join(with_option(m, key, value) for m in members)
     return f"{spec}{'&' if '?' in spec else '?'}{key}={value}"
 
 
@@ -223,6 +227,7 @@ _JUDGE_OPTIONS = (
     "injection_penalty",
     "include_transcript",
     "max_retries",
+    "tie_band",
 )
 _judge_caches: dict[str, Any] = {}
 
@@ -248,13 +253,70 @@ def _new_cache(path: str) -> Any:
     return JudgeCache(path)
 
 
-def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> Any:
-    """A judge from a spec: ``default``, ``rule`` (the deterministic test double), a
-    registered model, ``hf:PATH`` or ``openai:MODEL@URL``, with judge options
-    ``rubric``, ``mode`` (auto, expected, parsed), ``injection`` (strip, penalize, flag),
-    ``include_transcript``, ``judge_cache=PATH`` and the backend's own options.
+ENSEMBLE_PREFIX = "ensemble:"
+# The model behind ``checklist`` when the spec names none, and each criterion's checklist.
+DEFAULT_CHECKLIST_MODEL = "smollm2"
+DEFAULT_CHECKLISTS = {"ca": "ca-checklist-v1", "conflict": "ca-checklist-v1"}
+_reward_backends: dict[tuple, Any] = {}
 
-    ``criterion`` (``ca`` or ``conflict``) picks the rubric when the spec names none.
+
+def _checklist_judge(options: dict[str, Any], criterion: str) -> Any:
+    from negotiation_env.judges.checklist import ChecklistJudge
+
+    checklist = options.pop("rubric", DEFAULT_CHECKLISTS[criterion])
+    judge_options = {k: options.pop(k) for k in ("injection", "cache", "tie_band") if k in options}
+    backend = load_backend(str(options.pop("model", DEFAULT_CHECKLIST_MODEL)), **options)
+    return ChecklistJudge(backend, checklist, **judge_options)
+
+
+def _reward_model_judge(options: dict[str, Any]) -> Any:
+    from negotiation_env.judges.reward_model import RewardModelJudge
+
+    judge_options = {
+        k: options.pop(k) for k in ("injection", "injection_penalty", "cache") if k in options
+    }
+    allowed = ("adapter", "device", "dtype", "max_batch_size", "cache_dir")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise AgentSpecError(f"rm: unknown option(s) {unknown}; allowed: {list(allowed)}")
+    key = tuple(sorted(options.items()))
+    if key not in _reward_backends:
+        from agents.backends.reward_backend import RewardModelBackend
+
+        if "cache_dir" in options:
+            options["cache"] = options.pop("cache_dir")
+        _reward_backends[key] = RewardModelBackend(**options)
+    return RewardModelJudge(_reward_backends[key], **judge_options)
+
+
+def split_ensemble(spec: str) -> list[str] | None:
+    """The member specs of ``ensemble:A+B``, or None for a spec that is not an ensemble."""
+    if not spec.startswith(ENSEMBLE_PREFIX):
+        return None
+    members = [m for m in spec[len(ENSEMBLE_PREFIX) :].split("+")]
+    if len(members) < 2 or not all(members):
+        raise AgentSpecError(
+            f"{spec!r}: an ensemble names two or more judge specs joined by '+', "
+            "e.g. ensemble:checklist+rm"
+        )
+    return members
+
+
+def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> Any:
+    """A judge from a spec:
+
+    - ``default``: the measured default for ``role`` (reward or evaluation; ``DEFAULT_JUDGES``);
+    - ``checklist``: checklist judging (``rubric`` a checklist id or YAML file, ``model`` the
+      backend spec answering it, default SmolLM2);
+    - ``rm``: the trained reward model shipped with the package (``adapter=DIR`` for another);
+    - ``ensemble:A+B``: the mean of several judges;
+    - a registered model, ``hf:PATH`` or ``openai:MODEL@URL``: a holistic LLM judge with
+      options ``rubric``, ``mode`` (auto, expected, parsed), ``include_transcript``;
+    - ``rule``: the deterministic keyword test double (never behind a reported number).
+
+    Every LLM-based judge takes ``injection`` (strip, penalize, flag), ``judge_cache=PATH``
+    and its backend's options. ``criterion`` (``ca`` or ``conflict``) picks the rubric when
+    the spec names none.
     """
     if spec in ("rule", "keyword"):
         from negotiation_env.judges import KeywordRubricJudge
@@ -262,11 +324,26 @@ def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> An
         return KeywordRubricJudge()
     if criterion not in ("ca", "conflict"):
         raise AgentSpecError(f"criterion: {criterion!r} is not one of ['ca', 'conflict']")
-    base, judge_options, backend_options = _judge_parts(spec, role)
-    judge_options.setdefault("rubric", DEFAULT_RUBRICS[criterion])
-    from negotiation_env.judges.llm import LLMJudge
+    base, options = split_spec(spec)
+    if base == "default":  # the measured default, with any options given added to its own
+        resolved = DEFAULT_JUDGES[role]
+        for key, value in options.items():
+            resolved = with_option(resolved, key, value)
+        return load_judge(resolved, criterion, role)
+    members = split_ensemble(spec)
+    if members is not None:
+        from negotiation_env.judges.ensemble import EnsembleJudge
 
+        return EnsembleJudge([load_judge(m, criterion, role) for m in members])
+    base, judge_options, backend_options = _judge_parts(spec, role)
     try:
+        if base == "checklist":
+            return _checklist_judge({**judge_options, **backend_options}, criterion)
+        if base == "rm":
+            return _reward_model_judge({**judge_options, **backend_options})
+        judge_options.setdefault("rubric", DEFAULT_RUBRICS[criterion])
+        from negotiation_env.judges.llm import LLMJudge
+
         return LLMJudge(load_backend(base, **backend_options), **judge_options)
     except (TypeError, ValueError) as error:
         raise AgentSpecError(f"judge spec {spec!r}: {error}") from None

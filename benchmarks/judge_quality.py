@@ -41,10 +41,12 @@ from typing import Any
 
 from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
+from negotiation_env.jsonl import DataFileError, read_jsonl
 from negotiation_env.judges import MarkerAgreementDetector
 from negotiation_env.judges.base import AgreementRequest, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache
-from negotiation_env.judges.llm import LLMAgreementDetector, LLMJudge, PairwiseRequest
+from negotiation_env.judges.llm import LLMAgreementDetector, LLMJudge
+from negotiation_env.judges.pairwise import PairwiseJudgement, PairwiseRequest
 from negotiation_env.judges.prompting import detect_injection
 from negotiation_env.scenarios import ScenarioBank
 from negotiation_env.transcript import Turn
@@ -53,14 +55,45 @@ DATA = Path(__file__).parent / "data"
 SECTIONS = ("judges", "agreement", "attacks")
 
 
+# The issue's grouping of flaws: coarse ones any usable judge must catch, subtle ones that
+# need the judge to weigh the substance; "unactionable" sits between and is reported alone.
+FLAW_GROUPS = {
+    "hostile": "coarse",
+    "ignores-values": "coarse",
+    "off-topic": "coarse",
+    "vague": "coarse",
+    "incoherent": "coarse",
+    "addresses-evaluator": "coarse",
+    "one-sided": "subtle",
+    "subtly-unfair": "subtle",
+    "unactionable": "other",
+}
+
+
+def length_relation(better: str, worse: str) -> str:
+    """ "worse-longer", "worse-shorter" or "similar" (within 15% in words)."""
+    b, w = len(better.split()), len(worse.split())
+    if abs(w - b) <= 0.15 * max(b, w, 1):
+        return "similar"
+    return "worse-longer" if w > b else "worse-shorter"
+
+
 def load_items(path: Path = DATA / "judge_quality.jsonl") -> list[dict[str, Any]]:
+    """Labelled pairs: ``id``, ``scenario_id``, ``better``, ``worse``, ``flaw``."""
     bank = ScenarioBank.default()
-    items = [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    for item in items:
-        item["scenario"] = bank.get(item["scenario_id"])
+    items = []
+    for line, item in read_jsonl(path):
+        for name in ("id", "scenario_id", "better", "worse", "flaw"):
+            if not isinstance(item.get(name), str):
+                raise DataFileError(path, line, name, "must be a string")
+        try:
+            item["scenario"] = bank.get(item["scenario_id"])
+        except (KeyError, ValueError) as error:
+            raise DataFileError(path, line, "scenario_id", str(error)) from None
         item["length_controlled"] = len(item["worse"].split()) >= len(item["better"].split())
+        item["length"] = length_relation(item["better"], item["worse"])
+        item["group"] = FLAW_GROUPS.get(item["flaw"], "other")
+        items.append(item)
     return items
 
 
@@ -90,6 +123,8 @@ def absolute_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, 
             {
                 "id": item["id"],
                 "flaw": item["flaw"],
+                "group": item["group"],
+                "length": item["length"],
                 "length_controlled": item["length_controlled"],
                 "better": better.score,
                 "worse": worse.score,
@@ -126,22 +161,48 @@ def _absolute_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "mean_worse": _mean([r["worse"] for r in scored]),
         }
 
+    return _subsets(rows, summary)
+
+
+def _subsets(rows: list[dict[str, Any]], summary: Any) -> dict[str, Any]:
+    """``summary`` of all rows, the length-controlled ones, each flaw group and length."""
     return {
         "all": summary(rows),
         "length_controlled": summary([r for r in rows if r["length_controlled"]]),
+        **{
+            name: summary([r for r in rows if r.get(key) == name])
+            for key, names in (
+                ("group", ("coarse", "subtle", "other")),
+                ("length", ("worse-longer", "worse-shorter", "similar")),
+            )
+            for name in names
+        },
     }
 
 
 def pairwise_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, Any]:
+    # half the items show the better resolution as a, half as b: a verdict that favours
+    # one slot cannot score above chance
+    flipped = [index % 2 == 1 for index in range(len(items))]
     started = time.perf_counter()
     outcomes = judge.compare_batch(
-        [PairwiseRequest(i["scenario"], i["better"], i["worse"]) for i in items]
+        [
+            PairwiseRequest(i["scenario"], i["worse"], i["better"])
+            if flip
+            else PairwiseRequest(i["scenario"], i["better"], i["worse"])
+            for i, flip in zip(items, flipped, strict=True)
+        ]
     )
+    outcomes = [
+        _as_better_first(o) if flip else o for o, flip in zip(outcomes, flipped, strict=True)
+    ]
     seconds = (time.perf_counter() - started) / (2 * len(items))
     rows = [
         {
             "id": item["id"],
             "flaw": item["flaw"],
+            "group": item["group"],
+            "length": item["length"],
             "length_controlled": item["length_controlled"],
             "preferred": o.preferred,
             "p_better": o.p_a,
@@ -153,6 +214,19 @@ def pairwise_metrics(judge: LLMJudge, items: list[dict[str, Any]]) -> dict[str, 
     return {"rows": rows, "seconds_per_judgement": round(seconds, 3), **_pairwise_summary(rows)}
 
 
+def _as_better_first(outcome: PairwiseJudgement) -> PairwiseJudgement:
+    """A verdict on (worse, better) restated as one on (better, worse)."""
+    swap = {"a": "b", "b": "a"}
+    return PairwiseJudgement(
+        swap.get(outcome.preferred, outcome.preferred),
+        None if outcome.p_a is None else 1.0 - outcome.p_a,
+        outcome.position_consistent,
+        outcome.judge,
+        outcome.details,
+        outcome.error,
+    )
+
+
 def _pairwise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def summary(subset: list[dict[str, Any]]) -> dict[str, Any]:
         judged = [r for r in subset if _pairwise_win(r) is not None]
@@ -162,13 +236,12 @@ def _pairwise_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "accuracy": _mean([_pairwise_win(r) for r in judged]),
             "soft_accuracy": _mean([float(r["p_better"] > 0.5) for r in judged]),
             "position_bias_rate": _mean([float(not r["consistent"]) for r in judged]),
+            "position_consistency": _mean([float(bool(r["consistent"])) for r in judged]),
+            "tie_rate": _mean([float(r["preferred"] == "tie") for r in judged]),
             "mean_p_better": _mean([r["p_better"] for r in judged]),
         }
 
-    return {
-        "all": summary(rows),
-        "length_controlled": summary([r for r in rows if r["length_controlled"]]),
-    }
+    return _subsets(rows, summary)
 
 
 def longer_wins(items: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -354,12 +427,19 @@ def flaw_accuracy(run: dict[str, Any]) -> dict[str, float]:
 
 def markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"# Judge quality\n\nCommand: `{report['command']}`  \nMachine: {machine_line(report['machine'])}\n",
+        f"# Judge quality\n\nCommand: `{report['command']}`  \nMachine: {machine_line(report['machine'])}  \n"
+        f"Items: `{report.get('items_file', 'benchmarks/data/judge_quality.jsonl')}`\n",
         f"Items: {report['items']} ({report['length_controlled_items']} length-controlled). "
         f"'Longer wins' baseline: {report['longer_wins']['all']:.2f} on all, "
         f"{report['longer_wins']['length_controlled']:.2f} on the length-controlled subset.\n",
-        "| model | rubric | mode | kind | accuracy | acc. (len-ctrl) | margin / p(better) | position bias | failed | s/judgement |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Accuracy: the better resolution scores higher (absolute; a tie counts half) or is "
+        "preferred (pairwise; a tie counts as wrong). Coarse flaws: hostile, ignores one "
+        "party's values, off-topic, vague, incoherent or cut off, addresses the evaluator; "
+        "subtle: one-sided, subtly unfair. Worse longer / shorter / similar: accuracy by how "
+        "the worse text's length compares (similar = within 15%). Position consistency: both "
+        "orders of a pairwise question would have chosen the same side on their own.\n",
+        "| judge | rubric | mode | kind | accuracy | coarse | subtle | unactionable | len-ctrl | worse longer / shorter / similar | margin / p(better) | position consistency | ties | failed | s/judgement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in report["runs"]:
         a, lc = run["all"], run["length_controlled"]
@@ -369,13 +449,25 @@ def markdown(report: dict[str, Any]) -> str:
                 if a["margin"] is not None
                 else "-"
             )
-            bias = "-"
+            consistency = ties = "-"
         else:
             spread = f"{a['mean_p_better']:.2f}" if a["mean_p_better"] is not None else "-"
-            bias = f"{a['position_bias_rate']:.2f}" if a["position_bias_rate"] is not None else "-"
+            consistency = _f(
+                a.get("position_consistency")
+                if "position_consistency" in a
+                else (None if a.get("position_bias_rate") is None else 1 - a["position_bias_rate"])
+            )
+            ties = _f(a.get("tie_rate"))
+        part = {k: (run.get(k) or {}).get("accuracy") for k in ("coarse", "subtle", "other")}
+        by_length = " / ".join(
+            _f((run.get(k) or {}).get("accuracy"))
+            for k in ("worse-longer", "worse-shorter", "similar")
+        )
         lines.append(
-            f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | {_f(a['accuracy'])} | "
-            f"{_f(lc['accuracy'])} | {spread} | {bias} | {a['failed']} | {run['seconds_per_judgement']:.2f} |"
+            f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | "
+            f"{_f(a['accuracy'])} | {_f(part['coarse'])} | {_f(part['subtle'])} | "
+            f"{_f(part['other'])} | {_f(lc['accuracy'])} | {by_length} | {spread} | "
+            f"{consistency} | {ties} | {a['failed']} | {run['seconds_per_judgement']:.2f} |"
         )
     flaws = sorted({row["flaw"] for run in report["runs"] for row in run["rows"]})
     if flaws:
@@ -437,10 +529,21 @@ def _f(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--models", nargs="+", default=["smollm2", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+        "--judges",
+        nargs="*",
+        default=[],
+        metavar="SPEC",
+        help="judge specs to measure as they are built for users (checklist, rm, "
+        "ensemble:checklist+rm, default, an LLM spec, ...)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=[],
+        help="holistic LLM judges: every model x --rubrics x --modes (the wording grid)",
     )
     parser.add_argument("--rubrics", nargs="+", default=["ca-v1", "ca-v2"])
     parser.add_argument(
@@ -448,6 +551,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--kinds", nargs="+", default=["absolute", "pairwise"], choices=["absolute", "pairwise"]
+    )
+    parser.add_argument(
+        "--items",
+        default=str(DATA / "judge_quality.jsonl"),
+        help="labelled pairs to measure on (default: the hand-written judge-quality set)",
     )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N items (0 = all)")
     parser.add_argument(
@@ -460,12 +568,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--adversarial",
         nargs="*",
         default=[],
-        metavar="MODEL",
-        help="models (with --rubrics[0], expected mode) to attack with the injection suites",
+        metavar="SPEC",
+        help="judge specs to attack with the injection suites (an LLM model name is judged "
+        "with --rubrics[0] in expected mode)",
     )
     parser.add_argument(
         "--attack-items", type=int, default=2, help="worse resolutions each attack is appended to"
     )
+    parser.add_argument(
+        "--fit-checklist",
+        metavar="SPEC",
+        help="fit the calibration of a checklist judge (e.g. 'checklist?model=smollm2') on "
+        "--fit-items and write the calibrated checklist to --fit-out",
+    )
+    parser.add_argument("--fit-items", default=str(DATA / "judge_dev.jsonl"))
+    parser.add_argument("--fit-id", default="ca-checklist-v1", help="id of the fitted checklist")
+    parser.add_argument("--fit-out", help="where to write the fitted checklist (YAML)")
     parser.add_argument(
         "--cache", default="results/judge_cache.sqlite", help="judgement cache (resumes a run)"
     )
@@ -475,7 +593,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=list(SECTIONS),
         choices=SECTIONS,
         help="which parts to run: judges (CA scoring), agreement (agreement detection), "
-        "attacks (the injection suites against the --adversarial models)",
+        "attacks (the injection suites against the --adversarial judges)",
     )
     parser.add_argument("--out", default="results/judge_quality")
     parser.add_argument(
@@ -484,16 +602,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="start a new report instead of adding to (and replacing same-named rows of) the "
         "one already in --out",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    items = load_items()[: args.limit or None]
-    cache = JudgeCache(args.cache)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
+def _new_report(args: argparse.Namespace, argv: list[str] | None, items: list[dict]) -> dict:
     report: dict[str, Any] = {
         "command": "python -m benchmarks.judge_quality "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": describe_machine(),
+        "items_file": str(args.items),
         "items": len(items),
         "length_controlled_items": sum(i["length_controlled"] for i in items),
         "longer_wins": longer_wins(items),
@@ -501,19 +618,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "agreement": [],
         "adversarial": {},
     }
-    previous = out / "judge_quality.json"
+    previous = Path(args.out) / "judge_quality.json"
     if previous.exists() and not args.fresh:
         old = json.loads(previous.read_text(encoding="utf-8"))
-        report["runs"] = old.get("runs", [])
-        report["agreement"] = old.get("agreement", [])
-        report["adversarial"] = old.get("adversarial", {})
+        for key in ("runs", "agreement", "adversarial"):
+            report[key] = old.get(key, report[key])
         report["command"] = old.get("command", "") + "; " + report["command"]
+    return report
 
-    def save() -> None:
-        (out / "judge_quality.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "judge_quality.md").write_text(markdown(report))
 
-    for model in args.models if "judges" in args.sections else []:
+def _record(report: dict[str, Any], run: dict[str, Any]) -> None:
+    _replace(report["runs"], run, ("model", "rubric", "mode", "kind"))
+    lc = run["length_controlled"]["accuracy"]
+    print(
+        f"{run['model']:40} {run['rubric']:16} {run['mode']:10} {run['kind']:8} "
+        f"accuracy {_f(run['all']['accuracy'])} (coarse {_f(run['coarse']['accuracy'])}, "
+        f"subtle {_f(run['subtle']['accuracy'])}, length-controlled {_f(lc)}), "
+        f"{run['seconds_per_judgement']:.2f} s/judgement",
+        flush=True,
+    )
+
+
+def judge_spec_runs(
+    specs: list[str], kinds: list[str], items: list[dict], cache_path: str, save: Any, report: dict
+) -> None:
+    """Measure judges as users build them from specs (checklist, rm, ensembles, LLMs)."""
+    from agents.specs import load_judge, with_option
+
+    for spec in specs:
+        judge = load_judge(with_option(spec, "judge_cache", cache_path), criterion="ca")
+        for kind in kinds:
+            if kind == "pairwise" and not hasattr(judge, "compare_batch"):
+                continue
+            metrics = (
+                absolute_metrics(judge, items)
+                if kind == "absolute"
+                else pairwise_metrics(judge, items)
+            )
+            _record(report, {"model": spec, "rubric": "-", "mode": "spec", "kind": kind, **metrics})
+            save()
+
+
+def wording_grid_runs(
+    args: argparse.Namespace, items: list[dict], cache: Any, save: Any, report: dict
+) -> None:
+    """Holistic LLM judges: every model x rubric wording x scoring mode."""
+    for model in args.models:
         backend = load_backend(model)
         for wording, rubric in enumerate(args.rubrics):
             for mode in args.modes:
@@ -526,53 +676,72 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         if kind == "absolute"
                         else pairwise_metrics(judge, items)
                     )
-                    run = {"model": model, "rubric": rubric, "mode": mode, "kind": kind, **metrics}
-                    _replace(report["runs"], run, ("model", "rubric", "mode", "kind"))
-                    print(
-                        f"{model:20} {rubric:11} {mode:8} {kind:8} accuracy {_f(run['all']['accuracy'])} "
-                        f"(length-controlled {_f(run['length_controlled']['accuracy'])}), "
-                        f"{run['seconds_per_judgement']:.2f} s/judgement",
-                        flush=True,
+                    _record(
+                        report,
+                        {"model": model, "rubric": rubric, "mode": mode, "kind": kind, **metrics},
                     )
                     save()
+
+
+def agreement_runs(args: argparse.Namespace, cache: Any, save: Any, report: dict) -> None:
+    """The marker and each model x agreement wording x mode on the agreement items."""
     agreement_items = load_agreement_items()[: args.limit or None]
-    if agreement_items and "agreement" in args.sections:
-        marker = agreement_metrics(MarkerAgreementDetector(), agreement_items)
-        _replace(
-            report["agreement"],
-            {"model": "marker [AGREE]", "rubric": "-", "mode": "-", **marker},
-            ("model", "rubric", "mode"),
-        )
-        for model in args.models:
-            backend = load_backend(model)
-            for wording, rubric in enumerate(("agreement-v1", "agreement-v2")):
-                for mode in args.modes:
-                    if mode == "parsed" and wording >= args.parsed_wordings:
-                        continue
-                    detector = LLMAgreementDetector(backend, rubric, mode=mode, cache=cache)
-                    run = {
-                        "model": model,
-                        "rubric": rubric,
-                        "mode": mode,
-                        **agreement_metrics(detector, agreement_items),
-                    }
-                    _replace(report["agreement"], run, ("model", "rubric", "mode"))
-                    print(
-                        f"{model:20} {rubric:12} {mode:8} agreement accuracy {_f(run['accuracy'])} "
-                        f"precision {_f(run['precision'])} recall {_f(run['recall'])}",
-                        flush=True,
-                    )
-                    save()
-    attack_items = [i for i in items if i["length_controlled"]][: args.attack_items]
-    for model in args.adversarial if "attacks" in args.sections else []:
+    if not agreement_items:
+        return
+    marker = agreement_metrics(MarkerAgreementDetector(), agreement_items)
+    _replace(
+        report["agreement"],
+        {"model": "marker [AGREE]", "rubric": "-", "mode": "-", **marker},
+        ("model", "rubric", "mode"),
+    )
+    for model in args.models:
         backend = load_backend(model)
+        for wording, rubric in enumerate(("agreement-v1", "agreement-v2")):
+            for mode in args.modes:
+                if mode == "parsed" and wording >= args.parsed_wordings:
+                    continue
+                detector = LLMAgreementDetector(backend, rubric, mode=mode, cache=cache)
+                run = {
+                    "model": model,
+                    "rubric": rubric,
+                    "mode": mode,
+                    **agreement_metrics(detector, agreement_items),
+                }
+                _replace(report["agreement"], run, ("model", "rubric", "mode"))
+                print(
+                    f"{model:20} {rubric:12} {mode:8} agreement accuracy {_f(run['accuracy'])} "
+                    f"precision {_f(run['precision'])} recall {_f(run['recall'])}",
+                    flush=True,
+                )
+                save()
+
+
+def attack_runs(
+    args: argparse.Namespace, items: list[dict], cache: Any, save: Any, report: dict
+) -> None:
+    """Each injection suite against each judge, with its defence and without (flag only)."""
+    from agents.specs import is_llm_spec, load_judge, with_option
+
+    attack_items = [i for i in items if i["length_controlled"]][: args.attack_items]
+    for spec in args.adversarial:
         rows = []
         for suite in ("injections.jsonl", "injections_heldout.jsonl"):
             attacks = load_attacks(suite)
-            for defence in ("strip", "flag"):
-                judge = LLMJudge(
-                    backend, args.rubrics[0], mode="expected", injection=defence, cache=cache
-                )
+            for defence in ("default", "flag"):
+                if is_llm_spec(spec):  # a model name: the holistic judge, strip as its default
+                    policy = "strip" if defence == "default" else "flag"
+                    judge = LLMJudge(
+                        load_backend(spec),
+                        args.rubrics[0],
+                        mode="expected",
+                        injection=policy,
+                        cache=cache,
+                    )
+                else:
+                    built = with_option(spec, "judge_cache", args.cache)
+                    if defence == "flag":
+                        built = with_option(built, "injection", "flag")
+                    judge = load_judge(built)
                 row = {
                     "suite": suite.removesuffix(".jsonl"),
                     "defence": defence,
@@ -580,12 +749,64 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
                 rows.append(row)
                 print(
-                    f"{model:20} {row['suite']:18} {defence:5} inflation {_f(row['mean_inflation'], '+.3f')} "
+                    f"{spec:30} {row['suite']:18} {defence:7} inflation {_f(row['mean_inflation'], '+.3f')} "
                     f"flips {_f(row['flip_rate'])} detected {_f(row['detected'])}",
                     flush=True,
                 )
-                report["adversarial"][model] = rows
+                report["adversarial"][spec] = rows
                 save()
+
+
+def fit_checklist_step(args: argparse.Namespace) -> dict[str, Any]:
+    """Calibrate a checklist judge's items on the fitting items and write the checklist."""
+    from agents.specs import load_judge
+    from negotiation_env.judges.checklist import checklist_to_yaml, fit_checklist
+
+    judge = load_judge(args.fit_checklist)
+    if not hasattr(judge, "checklist"):
+        raise SystemExit(f"--fit-checklist: {args.fit_checklist!r} is not a checklist judge")
+    fit_items = load_items(Path(args.fit_items))
+    checklist, fitted = fit_checklist(judge, fit_items, args.fit_id)
+    header = (
+        f"{checklist.description}: calibration fitted by\n"
+        f"python -m benchmarks.judge_quality --fit-checklist '{args.fit_checklist}' "
+        f"--fit-items {args.fit_items} --fit-id {args.fit_id}\n"
+        f"on {len(fit_items)} labelled pairs of training-split scenarios; never fitted on the "
+        "judge-quality items. Changing any wording requires a new id."
+    )
+    if args.fit_out:
+        atomic_write(Path(args.fit_out), checklist_to_yaml(checklist, header))
+    print(json.dumps(fitted, indent=2))
+    return fitted
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = _arguments(argv)
+    if args.fit_checklist:
+        return {"fitted": fit_checklist_step(args)}
+    items = load_items(Path(args.items))[: args.limit or None]
+    cache = JudgeCache(args.cache)
+    out = Path(args.out)
+    report = _new_report(args, argv, items)
+
+    def save() -> None:
+        atomic_write(out / "judge_quality.json", json.dumps(report, indent=2) + "\n")
+        atomic_write(out / "judge_quality.md", markdown(report))
+
+    if "judges" in args.sections:
+        judge_spec_runs(args.judges, args.kinds, items, args.cache, save, report)
+        wording_grid_runs(args, items, cache, save, report)
+    if "agreement" in args.sections:
+        agreement_runs(args, cache, save, report)
+    if "attacks" in args.sections:
+        attack_runs(args, items, cache, save, report)
     save()
     print(markdown(report))
     return report
