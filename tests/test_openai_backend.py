@@ -178,6 +178,8 @@ def post_raw(url: str, body: bytes) -> tuple[int, dict]:
         ({"messages": user("hi"), "top_p": 0}, "top_p"),
         ({"messages": user("hi"), "stop": [3]}, "stop"),
         ({"messages": user("hi"), "top_logprobs": 50}, "top_logprobs"),
+        ({"messages": user("hi"), "seed": 2**70}, "seed"),  # torch refused it with a 500
+        ({"messages": user("hi"), "seed": -(2**63) - 1}, "seed"),
         ({"messages": user("hi"), "stream": True}, "stream"),
         ([1, 2], "request body"),
     ],
