@@ -41,6 +41,7 @@ from typing import Any
 
 from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
+from negotiation_env.jsonl import write_text_atomic
 from negotiation_env.judges import MarkerAgreementDetector
 from negotiation_env.judges.base import AgreementRequest, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache
@@ -509,9 +510,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["adversarial"] = old.get("adversarial", {})
         report["command"] = old.get("command", "") + "; " + report["command"]
 
-    def save() -> None:
-        (out / "judge_quality.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "judge_quality.md").write_text(markdown(report))
+    def save() -> None:  # atomic: a kill while saving keeps the previous files whole
+        write_text_atomic(out / "judge_quality.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / "judge_quality.md", markdown(report))
 
     for model in args.models if "judges" in args.sections else []:
         backend = load_backend(model)

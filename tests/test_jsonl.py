@@ -9,7 +9,9 @@ from negotiation_env.jsonl import (
     append_jsonl,
     read_jsonl,
     read_jsonl_records,
+    write_atomic,
     write_jsonl,
+    write_text_atomic,
 )
 
 
@@ -87,3 +89,22 @@ def test_values_json_forbids_or_no_file_can_hold_are_named(tmp_path, line, field
     error = read_error(tmp_path / "d.jsonl", b'{"fine": 1}\n' + line.encode() + b"\n")
     assert (error.line, error.field) == (2, field)
     assert words in str(error)
+
+
+def test_write_text_atomic_replaces_the_file_and_a_failed_write_keeps_the_old_one(tmp_path):
+    path = tmp_path / "report.json"
+    write_text_atomic(path, "old\n")
+    inode = path.stat().st_ino
+    write_text_atomic(path, "new\n")
+    assert path.read_text() == "new\n" and path.stat().st_ino != inode  # renamed in
+
+    def half_then_crash(handle):
+        handle.write("half of a rep")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, half_then_crash)
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomic(path, "a lone surrogate \udc80")
+    assert path.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
