@@ -57,7 +57,7 @@ import hmac
 import ipaddress
 import json
 import math
-import select
+import selectors
 import socket
 import socketserver
 import sys
@@ -367,25 +367,32 @@ def _watching_disconnect(connection: socket.socket, cancelled: threading.Event) 
     done = threading.Event()
 
     def watch() -> None:
-        while not done.is_set():
+        # a selector, not select.select, which fails on descriptors numbered above 1023
+        with selectors.DefaultSelector() as selector:
             try:
-                readable, _, _ = select.select([connection], [], [], DISCONNECT_POLL_SECONDS)
-                if not readable:
-                    continue
-                gone = not connection.recv(1, socket.MSG_PEEK)
-            except (OSError, ValueError):  # reset, or closed under us
-                gone = True
-            if gone:
-                cancelled.set()
-            return  # gone, or the client sent more (a pipelined request): stop watching
+                selector.register(connection, selectors.EVENT_READ)
+            except (OSError, ValueError):  # closed under us
+                return
+            while True:
+                try:
+                    ready = selector.select(DISCONNECT_POLL_SECONDS)
+                    if done.is_set():
+                        return
+                    if not ready:
+                        continue
+                    gone = not connection.recv(1, socket.MSG_PEEK)
+                except OSError:  # reset
+                    gone = True
+                if gone:
+                    cancelled.set()
+                return  # gone, or the client sent more (a pipelined request): stop watching
 
-    watcher = threading.Thread(target=watch, name="serve-disconnect-watch", daemon=True)
-    watcher.start()
+    # not joined: the answer need not wait for the watcher's next poll to end
+    threading.Thread(target=watch, name="serve-disconnect-watch", daemon=True).start()
     try:
         yield
     finally:
         done.set()
-        watcher.join()
 
 
 class _HTTPServer(ThreadingHTTPServer):
