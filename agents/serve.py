@@ -524,8 +524,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw = b""
         if len(raw) < int(length):
             raise _ClientTimeout(
-                f"request body: {len(raw)} of the {length} bytes announced by Content-Length "
-                f"arrived within {self.server.socket_timeout} s"
+                f"request body: the {length} bytes announced by Content-Length did not all "
+                f"arrive within {self.server.socket_timeout} s"
             )
         try:
             return json.loads(raw)
