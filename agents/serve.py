@@ -31,30 +31,64 @@ convention). Requests are served on threads, but calls into the backend take tur
 a lock, since a local model is not safe to drive from several threads at once.
 Bad requests get HTTP 400 and backend exceptions HTTP 500, both with
 ``{"error": {"message": ...}}``.
+
+Limits, so that no client can hold the server:
+
+- a prompt that does not fit the model's context with ``max_tokens`` gets HTTP 400
+  (:class:`~agents.backends.base.ContextLengthError`) before anything is computed;
+- a client that disconnects while its answer is generated cancels the generation (with a
+  backend that offers ``cancelled_by``, as the local transformers backend does), so the
+  next request does not wait for an answer nobody will read;
+- each connection has ``socket_timeout`` seconds for every read and write: a connection
+  that sends nothing, or a body shorter than its ``Content-Length``, is closed (HTTP 408
+  for the latter) instead of holding a thread;
+- at most ``max_connections`` connections are served at once; more get HTTP 503 at once.
+
+Authentication: with ``api_key`` set, every request must carry
+``Authorization: Bearer <api_key>`` (as with vLLM's ``--api-key``), else HTTP 401. Without
+one, anyone who can reach the port can use the model: the server warns when it listens
+beyond the loopback interface without a key.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import ipaddress
 import json
 import math
+import selectors
+import socket
 import socketserver
 import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from agents.backends.base import Generation, GenerationSettings, LLMBackend, Message
+from agents.backends.base import (
+    ContextLengthError,
+    Generation,
+    GenerationCancelled,
+    GenerationSettings,
+    LLMBackend,
+    Message,
+)
 
 ROLES = ("system", "user", "assistant")
 MAX_TOP_LOGPROBS = 20
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 NEG_INF_LOGPROB = -9999.0  # what vLLM sends for -inf, which JSON cannot carry
+SEED_RANGE = (-(2**63), 2**63 - 1)  # a 64-bit signed integer, as OpenAI's API and vLLM take
+SOCKET_TIMEOUT = 30.0
+MAX_CONNECTIONS = 32
+DISCONNECT_POLL_SECONDS = 0.1  # how soon a client that left is noticed during a generation
 
 
 class BadRequest(ValueError):
@@ -94,7 +128,7 @@ def parse_chat_request(payload: Any) -> ChatRequest:
             temperature=_number(payload, "temperature", defaults.temperature, 0.0),
             top_p=_number(payload, "top_p", defaults.top_p, 0.0, 1.0, open_below=True),
             top_k=_integer(payload, "top_k", defaults.top_k, 0),
-            seed=_integer(payload, "seed", None),
+            seed=_integer(payload, "seed", None, *SEED_RANGE),
             stop=tuple(_strings(stop, "stop")),
             logprobs=_boolean(payload, "logprobs", False),
         )
@@ -115,6 +149,10 @@ class ChatCompletionServer:
     construction on; :meth:`start` begins answering, :meth:`stop` waits for requests in
     progress and closes the port (a stopped server cannot be started again).
 
+    ``api_key``: the Bearer token every request must carry (None: no authentication; a
+    warning if ``host`` is beyond loopback). ``socket_timeout``: seconds each read or write
+    on a connection may take. ``max_connections``: connections served at once.
+
     >>> with ChatCompletionServer(my_backend, port=8000) as server:  # doctest: +SKIP
     ...     print(server.url)
     http://127.0.0.1:8000/v1
@@ -127,13 +165,26 @@ class ChatCompletionServer:
         port: int = 0,
         model_name: str | None = None,
         verbose: bool = False,
+        api_key: str | None = None,
+        socket_timeout: float = SOCKET_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        if socket_timeout <= 0:
+            raise ValueError(f"socket_timeout: expected seconds > 0, got {socket_timeout}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections: expected an integer >= 1, got {max_connections}")
+        warning = exposure_warning(host, api_key)
+        if warning:
+            warnings.warn(warning, stacklevel=2)
         self.backend = backend
         self.model_name = model_name or backend.name
         self.verbose = verbose
+        self.api_key = api_key or None
         self._backend_turn = threading.Lock()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.app = self
+        self._httpd.socket_timeout = float(socket_timeout)
+        self._httpd.connection_slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -178,11 +229,23 @@ class ChatCompletionServer:
     ) -> None:
         self.stop()
 
-    def complete(self, request: ChatRequest) -> dict[str, Any]:
-        """The response body for ``request``, in the OpenAI ``chat.completion`` shape."""
+    def authorized(self, header: str | None) -> bool:
+        """Whether an ``Authorization`` header value grants access."""
+        if self.api_key is None:
+            return True
+        expected = f"Bearer {self.api_key}".encode()
+        return hmac.compare_digest((header or "").encode(), expected)
+
+    def complete(
+        self, request: ChatRequest, cancelled: threading.Event | None = None
+    ) -> dict[str, Any]:
+        """The response body for ``request``, in the OpenAI ``chat.completion`` shape.
+
+        Setting ``cancelled`` stops the generation early (raising
+        :class:`~agents.backends.base.GenerationCancelled`) if the backend supports it."""
         if request.is_scoring:
-            return self._score(request)
-        with self._backend_turn:
+            return self._score(request, cancelled)
+        with self._backend_turn, _cancellable(self.backend, cancelled):
             generations = self.backend.generate([request.messages], request.settings)
         if len(generations) != 1:
             raise RuntimeError(f"backend returned {len(generations)} generations for 1 request")
@@ -200,11 +263,13 @@ class ChatCompletionServer:
             generation.text, generation.finish_reason, logprobs, _usage(generation)
         )
 
-    def _score(self, request: ChatRequest) -> dict[str, Any]:
+    def _score(
+        self, request: ChatRequest, cancelled: threading.Event | None = None
+    ) -> dict[str, Any]:
         messages, prefix = request.messages, ""
         if messages[-1]["role"] == "assistant":
             messages, prefix = messages[:-1], messages[-1]["content"]
-        with self._backend_turn:
+        with self._backend_turn, _cancellable(self.backend, cancelled):
             [scores] = self.backend.next_token_logprobs([messages], request.candidates, prefix)
         ranked = sorted(
             ((c, scores.get(c, -math.inf)) for c in dict.fromkeys(request.candidates)),
@@ -244,16 +309,41 @@ class ChatCompletionServer:
         return {"object": "list", "data": [model]}
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A warning when ``host`` lets other machines reach a server without a key, else None."""
+    if api_key or _is_loopback(host):
+        return None
+    return (
+        f"serving on {host or 'all interfaces'} without an API key: anyone who can reach this "
+        "port can use the model; pass --api-key (api_key=...), or listen on 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "" (all interfaces) or a host name that may resolve anywhere
+        return False
+
+
 def serve_forever(
     backend: LLMBackend,
     host: str = "127.0.0.1",
     port: int = 8000,
     model_name: str | None = None,
     verbose: bool = True,
+    api_key: str | None = None,
+    socket_timeout: float = SOCKET_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve ``backend`` until Ctrl-C; for a command-line entry point."""
-    server = ChatCompletionServer(backend, host, port, model_name, verbose)
-    print(f"serving {server.model_name} at {server.url} (Ctrl-C stops)", file=sys.stderr)
+    server = ChatCompletionServer(
+        backend, host, port, model_name, verbose, api_key, socket_timeout, max_connections
+    )
+    access = "Bearer key required" if server.api_key else "no authentication"
+    print(f"serving {server.model_name} at {server.url} ({access}; Ctrl-C stops)", file=sys.stderr)
     try:
         server._httpd.serve_forever()
     except KeyboardInterrupt:
@@ -262,26 +352,122 @@ def serve_forever(
         server.stop()
 
 
+def _cancellable(backend: LLMBackend, event: threading.Event | None) -> Any:
+    """The backend's cancellation scope for ``event``, where it offers one."""
+    scope = getattr(backend, "cancelled_by", None)
+    return scope(event) if scope is not None and event is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _watching_disconnect(connection: socket.socket, cancelled: threading.Event) -> Iterator[None]:
+    """Set ``cancelled`` if the client closes ``connection`` while the body of this scope runs.
+
+    While a request is served the client has nothing more to send, so the socket becomes
+    readable only when the client closes it (a read then returns nothing)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        # a selector, not select.select, which fails on descriptors numbered above 1023
+        with selectors.DefaultSelector() as selector:
+            try:
+                selector.register(connection, selectors.EVENT_READ)
+            except (OSError, ValueError):  # closed under us
+                return
+            while True:
+                try:
+                    ready = selector.select(DISCONNECT_POLL_SECONDS)
+                    if done.is_set():
+                        return
+                    if not ready:
+                        continue
+                    gone = not connection.recv(1, socket.MSG_PEEK)
+                except OSError:  # reset
+                    gone = True
+                if gone:
+                    cancelled.set()
+                return  # gone, or the client sent more (a pipelined request): stop watching
+
+    # not joined: the answer need not wait for the watcher's next poll to end
+    threading.Thread(target=watch, name="serve-disconnect-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
 class _HTTPServer(ThreadingHTTPServer):
     app: ChatCompletionServer
+    socket_timeout: float
+    connection_slots: threading.BoundedSemaphore
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can stall on a slow resolver.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.connection_slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # the thread releases the slot
+        except BaseException:
+            self.connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_slots.release()
+
+
+def _refuse_busy(connection: socket.socket) -> None:
+    """Answer HTTP 503 on the accepting thread, without starting a handler."""
+    body = json.dumps(
+        {
+            "error": {
+                "message": "too many connections: the server is at its max_connections; "
+                "retry later",
+                "type": "server_error",
+            }
+        }
+    ).encode()
+    head = (
+        "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Retry-After: 1\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    try:
+        connection.settimeout(1.0)  # a small answer; never let a client stall the accept loop
+        connection.sendall(head.encode() + body)
+    except OSError:
+        pass
+
+
+class _ClientTimeout(Exception):
+    """The client did not send what it announced within the socket timeout."""
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "negotiation-alignment"
 
+    def setup(self) -> None:
+        self.timeout = self.server.socket_timeout  # StreamRequestHandler applies it
+        super().setup()
+
     def do_GET(self) -> None:
+        if not self._authorized():
+            return
         if self._route() == "/v1/models":
             self._send(200, self.server.app.models())
         else:
             self._send_error(404, f"no such endpoint: GET {self.path}; try GET /v1/models")
 
     def do_POST(self) -> None:
+        if not self._authorized():
+            return
         if self._route() != "/v1/chat/completions":
             self._send_error(404, f"no such endpoint: POST {self.path}; try /v1/chat/completions")
             return
@@ -290,12 +476,34 @@ class _Handler(BaseHTTPRequestHandler):
         except BadRequest as error:
             self._send_error(400, str(error))
             return
+        except _ClientTimeout as error:
+            self.close_connection = True
+            self._send_error(408, str(error))
+            return
+        cancelled = threading.Event()
         try:
-            response = self.server.app.complete(request)
+            with _watching_disconnect(self.connection, cancelled):
+                response = self.server.app.complete(request, cancelled)
+        except ContextLengthError as error:
+            self._send_error(400, f"messages: {error}")
+            return
+        except GenerationCancelled:
+            self.close_connection = True
+            self.log_message("client disconnected; its generation was cancelled")
+            return
         except Exception as error:  # the client gets the reason; the server keeps serving
             self._send_error(500, f"backend failed: {type(error).__name__}: {error}")
             return
         self._send(200, response)
+
+    def _authorized(self) -> bool:
+        if self.server.app.authorized(self.headers.get("Authorization")):
+            return True
+        self._discard_body()
+        self._send_error(
+            401, "Authorization: this server needs the header 'Authorization: Bearer <api key>'"
+        )
+        return False
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.app.verbose:
@@ -311,12 +519,32 @@ class _Handler(BaseHTTPRequestHandler):
         if int(length) > MAX_REQUEST_BYTES:
             raise BadRequest(f"request body: larger than {MAX_REQUEST_BYTES} bytes")
         try:
-            return json.loads(self.rfile.read(int(length)))
+            raw = self.rfile.read(int(length))
+        except OSError:  # the socket timeout (or a reset) while the body was still due
+            raw = b""
+        if len(raw) < int(length):
+            raise _ClientTimeout(
+                f"request body: the {length} bytes announced by Content-Length did not all "
+                f"arrive within {self.server.socket_timeout} s"
+            )
+        try:
+            return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise BadRequest(f"request body: not valid JSON ({error})") from None
 
+    def _discard_body(self) -> None:
+        """Read a refused request's body, so that the client can read the answer."""
+        length = self.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= MAX_REQUEST_BYTES:
+            try:
+                self.rfile.read(int(length))
+            except OSError:
+                pass
+        self.close_connection = True
+
     def _send_error(self, status: int, message: str) -> None:
-        kind = "invalid_request_error" if status < 500 else "server_error"
+        kinds = {401: "authentication_error", 408: "timeout"}
+        kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
         self._send(status, {"error": {"message": message, "type": kind}})
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
@@ -325,10 +553,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if status == 401:
+                self.send_header("WWW-Authenticate", "Bearer")
             self.end_headers()
             self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (its timeout); nothing left to tell it
+        except OSError:
+            pass  # the client gave up, or stopped reading past the socket timeout
 
 
 def _messages(value: Any) -> list[Message]:

@@ -41,7 +41,7 @@ from typing import Any
 
 from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
-from negotiation_env.jsonl import DataFileError, read_jsonl
+from negotiation_env.jsonl import DataFileError, read_jsonl, write_text_atomic
 from negotiation_env.judges import MarkerAgreementDetector
 from negotiation_env.judges.base import AgreementRequest, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache
@@ -626,7 +626,6 @@ def _new_report(args: argparse.Namespace, argv: list[str] | None, items: list[di
         report["command"] = old.get("command", "") + "; " + report["command"]
     return report
 
-
 def _record(report: dict[str, Any], run: dict[str, Any]) -> None:
     _replace(report["runs"], run, ("model", "rubric", "mode", "kind"))
     lc = run["length_controlled"]["accuracy"]
@@ -775,16 +774,9 @@ def fit_checklist_step(args: argparse.Namespace) -> dict[str, Any]:
         "judge-quality items. Changing any wording requires a new id."
     )
     if args.fit_out:
-        atomic_write(Path(args.fit_out), checklist_to_yaml(checklist, header))
+        write_text_atomic(Path(args.fit_out), checklist_to_yaml(checklist, header))
     print(json.dumps(fitted, indent=2))
     return fitted
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -796,9 +788,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out)
     report = _new_report(args, argv, items)
 
-    def save() -> None:
-        atomic_write(out / "judge_quality.json", json.dumps(report, indent=2) + "\n")
-        atomic_write(out / "judge_quality.md", markdown(report))
+    def save() -> None:  # atomic: a kill while saving keeps the previous files whole
+        write_text_atomic(out / "judge_quality.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / "judge_quality.md", markdown(report))
 
     if "judges" in args.sections:
         judge_spec_runs(args.judges, args.kinds, items, args.cache, save, report)

@@ -49,6 +49,7 @@ from typing import Any
 import torch
 
 from benchmarks.machine import describe_machine, machine_line
+from negotiation_env.jsonl import write_atomic, write_text_atomic
 
 SCENARIO = "pro-001/cost_vs_quality"
 # sequences per forward/backward in the training figures: the whole batch at once would need
@@ -714,7 +715,7 @@ def plot_scaling(rows: list[dict[str, Any]], path: Path) -> None:
         axis.set_xlabel("parallel dialogues")
         axis.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=120), binary=True)
     plt.close(figure)
 
 
@@ -822,7 +823,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["utilisation"] = utilisation(report, parameters, head)
     plot_scaling(report["scaling"], out / "scaling.png")
     save(report, out)
-    (out / "perf.md").write_text(markdown(report))
+    write_text_atomic(out / "perf.md", markdown(report))
     print(markdown(report))
     return report
 
@@ -846,8 +847,9 @@ def utilisation(report: dict[str, Any], parameters: int, head: int) -> dict[str,
 
 
 def save(report: dict[str, Any], out: Path) -> None:
-    """Write what has been measured so far (a crash late in the run keeps the early figures)."""
-    (out / "perf.json").write_text(json.dumps(report, indent=2) + "\n")
+    """Write what has been measured so far (a crash late in the run keeps the early figures;
+    atomic, so a crash while writing keeps the previous ones)."""
+    write_text_atomic(out / "perf.json", json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import machine_line
+from negotiation_env.jsonl import write_atomic, write_text_atomic
 
 
 def _f(value: Any, spec: str = ".2f") -> str:
@@ -230,18 +231,21 @@ def _short(name: str, width: int = 28) -> str:
 def _save(figure: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    figure.savefig(path, dpi=120)
+    write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=120), binary=True)
     plt.close(figure)
     return path
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
+    """``results.md``, the plots and ``results.json``; each replaced atomically, so a run
+    killed while writing leaves the previous report files whole."""
     from negotiation_env.jsonl import read_jsonl_records
 
     records_path = out / "records.jsonl"
     records = read_jsonl_records(records_path) if records_path.is_file() else []
-    (out / "results.md").write_text(markdown(results))
+    write_text_atomic(out / "results.md", markdown(results))
     results["plots"] = [str(p) for p in plot(results, out, records)]
-    (out / "results.json").write_text(
-        json.dumps({**results, "episodes": records}, indent=2, default=str) + "\n"
+    write_text_atomic(
+        out / "results.json",
+        json.dumps({**results, "episodes": records}, indent=2, default=str) + "\n",
     )

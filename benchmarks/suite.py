@@ -19,7 +19,11 @@ held-out persona pairs, in evaluation mode (a resolution is always written). The
   verifiable instruction-following set, per model.
 
 Records are appended to ``records.jsonl`` / ``pairwise.jsonl`` / ``capability.jsonl`` as
-they finish; rerunning with the same ``--out`` skips what is done. A judge failure is
+they finish; rerunning with the same ``--out`` skips what is done. What the records depend
+on besides their keys (agent, seed, decoding, scenario) is saved in ``settings.json`` at the
+first run: turns, token budgets, judge, agreement detector, observer. A rerun into the same
+``--out`` with other such settings is refused, so that no table mixes records made under
+different settings; agents, seeds, decodings and scenarios may be added. A judge failure is
 recorded and counted, never scored 0 and never a crash of the run.
 """
 
@@ -27,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,7 +55,7 @@ from benchmarks.machine import describe_machine, machine_line
 from benchmarks.metrics import efficiency, score_summary, win_rates
 from negotiation_env import NegotiationConfig
 from negotiation_env.backend_interface import GenerationSettings
-from negotiation_env.jsonl import append_jsonl, read_jsonl_records
+from negotiation_env.jsonl import append_jsonl, read_jsonl_records, write_text_atomic
 from negotiation_env.judges.base import JudgeRequest, judge_safely
 from negotiation_env.judges.pairwise import PairwiseRequest
 from negotiation_env.scenarios import ScenarioBank
@@ -74,6 +80,8 @@ TIERS = {
 BASELINES = ("smollm2", "scripted:mediator", "scripted:stubborn", "scripted:conceding")
 SCENARIO_SEED = 20261127  # fixes which held-out scenarios each tier uses
 OBSERVED = "+observer"  # suffix of an agent's name when it ran under the observer
+SETTINGS_FILE = "settings.json"
+RECORD_FILES = ("records.jsonl", "pairwise.jsonl", "capability.jsonl")
 
 
 @dataclass
@@ -171,6 +179,56 @@ class Suite:
             self.observer = Observer.load(config.observer)
         self.scenario_ids = held_out_scenarios(config.setting("scenarios"), self.bank)
         self._tokenizer = None
+        self._check_resumable()
+
+    # ------------------------------------------------------------------ resuming
+    def record_settings(self) -> dict[str, Any]:
+        """What the records depend on besides the keys they are stored under."""
+        observer = None
+        if self.observer is not None:
+            rules = [
+                [c.name, c.rule, c.overlay, c.scope, c.message] for c in self.observer.constraints
+            ]
+            knobs = [self.observer.rigidity, self.observer.max_regenerations]
+            digest = hashlib.sha256(json.dumps([rules, knobs]).encode()).hexdigest()[:16]
+            observer = f"{self.config.observer} ({digest})"
+        return {
+            "max_turns": self.config.max_turns,
+            "max_new_tokens": self.config.setting("max_new_tokens"),
+            "summary_max_new_tokens": self.config.setting("summary_max_new_tokens"),
+            "instructions": self.config.setting("instructions"),
+            "passages": self.config.setting("passages"),
+            "judge": self.judge_id(),
+            "agreement_detector": getattr(self.agreement, "name", type(self.agreement).__name__),
+            "observer": observer,
+        }
+
+    def _check_resumable(self) -> None:
+        """Save the settings with the first records; refuse to add to records made otherwise."""
+        path = self.out / SETTINGS_FILE
+        current = json.loads(json.dumps(self.record_settings(), default=str))
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            differing = [
+                k for k in dict.fromkeys([*saved, *current]) if saved.get(k) != current.get(k)
+            ]
+            if differing:
+                changes = "; ".join(
+                    f"{k} {saved.get(k)!r} there, {current.get(k)!r} now" for k in differing
+                )
+                raise ValueError(
+                    f"--out {self.out} holds records made with other settings ({changes}); "
+                    "resuming would mix them in one table. Rerun with the same settings, give "
+                    f"another --out, or delete {self.out} to start over"
+                )
+            return
+        if any((self.out / name).is_file() for name in RECORD_FILES):
+            raise ValueError(
+                f"--out {self.out} holds records but no {SETTINGS_FILE} (a run of an earlier "
+                "version), so their settings are unknown and resuming could mix settings. "
+                f"Give another --out, or delete {self.out} to start over"
+            )
+        write_text_atomic(path, json.dumps(current, indent=2) + "\n")
 
     # ------------------------------------------------------------------ files
     def _records(self, name: str) -> list[dict[str, Any]]:

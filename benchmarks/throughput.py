@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from agents.backends.base import GenerationSettings
 from agents.llm import LLMAgent
@@ -22,6 +21,7 @@ from agents.rollout import play_episode, play_episodes, seed_everything
 from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
 from negotiation_env import raw_env
+from negotiation_env.jsonl import write_text_atomic
 
 
 def measure(agent: LLMAgent, envs: list, scenario: str, batched: bool, seed: int) -> dict:
@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"= {figures['tokens_per_second']:7.1f} tokens/s"
         )
     print(f"  speedup     {ratio:.2f}x")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from negotiate import bench, judge, models, play, scenarios, serve, train
+from negotiation_env.backend_interface import BackendError
 
 SUBCOMMANDS = (play, scenarios, models, serve, judge, train, bench)
 
@@ -47,6 +48,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"negotiate {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except BackendError as error:
+        # A model or server that could not answer: the cause (the backend's message names
+        # it) and what to do, on one line.
+        cause = " ".join(str(error).split())
+        print(
+            f"negotiate {args.command}: model backend failed: {cause}. Check that the model "
+            "or server named in the spec is available (server running, URL and API key "
+            "right), then rerun; commands that resume keep what they had finished.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -41,7 +41,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run_list(args: argparse.Namespace) -> int:
     print(f"cache: {cache_dir(args.cache_dir)}")
     for model in REGISTRY.values():
-        state = "cached" if is_fetched(model.name, args.cache_dir) else "not fetched"
+        if is_fetched(model.name, args.cache_dir):
+            state = "cached"
+        elif model_path(model.name, args.cache_dir).exists():
+            state = "incomplete"  # fetch replaces it
+        else:
+            state = "not fetched"
         packages = model.requirements[0] + (
             f" ... ({len(model.requirements)} parts)" if len(model.requirements) > 1 else ""
         )

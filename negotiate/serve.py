@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from agents.serve import serve_forever
+from agents.serve import MAX_CONNECTIONS, SOCKET_TIMEOUT, serve_forever
 from agents.specs import load_backend
+
+API_KEY_ENV = "NEGOTIATION_SERVE_API_KEY"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -13,11 +16,37 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a local model as an OpenAI-compatible /v1/chat/completions endpoint",
         description="Serve a model (registry name, hf:PATH) so other processes reach it as "
-        "openai:MODEL@http://HOST:PORT/v1, e.g. a judge kept apart from a training process.",
+        "openai:MODEL@http://HOST:PORT/v1, e.g. a judge kept apart from a training process. "
+        "Limits and authentication: docs/agents.md.",
     )
     parser.add_argument("--model", default="smollm2", help="LLM spec of the served model")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default: loopback only; 0.0.0.0 exposes the server, "
+        "so give it an --api-key)",
+    )
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV) or None,
+        help="require 'Authorization: Bearer KEY' on every request, like vLLM's --api-key "
+        f"(default: ${API_KEY_ENV}, which keeps the key out of the process list; "
+        "clients read it from the variable named by their api_key_env)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=SOCKET_TIMEOUT,
+        help="seconds a connection may take for each read or write before it is closed "
+        f"(default {SOCKET_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        help=f"connections served at once; more get HTTP 503 (default {MAX_CONNECTIONS})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     parser.set_defaults(run=run)
 
@@ -25,6 +54,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     backend = load_backend(args.model)
     serve_forever(
-        backend, host=args.host, port=args.port, model_name=args.model, verbose=not args.quiet
+        backend,
+        host=args.host,
+        port=args.port,
+        model_name=args.model,
+        verbose=not args.quiet,
+        api_key=args.api_key,
+        socket_timeout=args.timeout,
+        max_connections=args.max_connections,
     )
     return 0

@@ -25,6 +25,16 @@ class BackendError(RuntimeError):
     """A backend could not produce a valid answer (after its retries); the message says why."""
 
 
+class ContextLengthError(BackendError):
+    """A prompt (with the tokens asked for) does not fit the model's context; retrying the
+    same request cannot help, so a server answers it with HTTP 400."""
+
+
+class GenerationCancelled(BackendError):
+    """A generation was stopped before it finished, because its caller no longer wants it
+    (e.g. the client of :mod:`agents.serve` disconnected)."""
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to sample. ``temperature == 0`` means greedy decoding."""

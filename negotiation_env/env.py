@@ -289,8 +289,9 @@ class raw_env(_NegotiationEnvBase, AECEnv):
 class parallel_env(_NegotiationEnvBase, ParallelEnv):
     """The parallel form: each ``step`` advances one turn.
 
-    Only the acting agent's action is used (its observation has ``acting == 1``); actions
-    given for the other agent are ignored and reported as ``info[agent]["ignored_action"]``.
+    ``actions`` is a dict ``{agent: utterance}`` (anything else is a ``TypeError``). Only the
+    acting agent's action is used (its observation has ``acting == 1``); actions given for
+    the other agent are ignored and reported as ``info[agent]["ignored_action"]``.
     """
 
     def __init__(
@@ -318,6 +319,7 @@ class parallel_env(_NegotiationEnvBase, ParallelEnv):
         )
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        check_actions(actions)
         negotiation = self.negotiation
         if negotiation is None or not self.agents:
             raise RuntimeError("step() called on a finished or unstarted episode; call reset()")
@@ -340,6 +342,15 @@ class parallel_env(_NegotiationEnvBase, ParallelEnv):
         if self.render_mode == "human":
             self.render()
         return observations, rewards, terminations, truncations, infos
+
+
+def check_actions(actions: Any) -> None:
+    """The parallel API's actions must be a dict {agent: utterance}; say so otherwise."""
+    if not isinstance(actions, dict):
+        raise TypeError(
+            f"actions must be a dict {{agent: utterance}}, e.g. {{'negotiator_0': 'Hello'}}; "
+            f"got {type(actions).__name__}"
+        )
 
 
 def env(**kwargs: Any) -> AECEnv:

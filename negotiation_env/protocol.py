@@ -231,7 +231,7 @@ class Negotiation:
             raise TypeError(
                 f"action of {agent} must be a str (the utterance), got {type(action).__name__}"
             )
-        text, flags = self._clean(action)
+        text, flags = self.clean(action)
         kind = "summary" if self.phase == "summary" else "dialogue"
         turn = Turn(len(self.turns), agent, self.persona(agent).name, text, kind, flags)
         if kind == "summary":
@@ -245,7 +245,10 @@ class Negotiation:
             self._continue_dialogue()
         return turn
 
-    def _clean(self, action: str) -> tuple[str, tuple[str, ...]]:
+    def clean(self, action: str) -> tuple[str, tuple[str, ...]]:
+        """The text a turn records for ``action``, and its flags: lone surrogates replaced,
+        cut to ``max_utterance_chars``, stripped. An observer judges this text: what the
+        env keeps, not what the agent sent."""
         flags = []
         safe = make_utf8_safe(action)
         if safe != action:

@@ -91,10 +91,10 @@ class VectorNegotiationEnv:
             negotiation = self.negotiations[index]
             speaker = negotiation.speaker
             if self.episodes and negotiation.phase == "dialogue" and isinstance(action, str):
-                decision = self.episodes[index].review(speaker, action)
+                decision = self.episodes[index].review(speaker, negotiation.clean(action)[0])
                 if decision.blocked:
                     continue  # stays pending: the agent is asked again, with the reason
-                negotiation.submit(speaker, decision.text)
+                negotiation.submit(speaker, decision.sent(action))
                 self.episodes[index].commit(speaker, decision)
                 continue
             negotiation.submit(speaker, action)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks.suite import BenchConfig, Suite, held_out_scenarios
 from negotiation_env.judges import Judgement, KeywordRubricJudge
 from negotiation_env.scenarios import ScenarioBank
@@ -113,3 +115,63 @@ def test_observer_metrics_with_and_without_the_observer(tmp_path):
     assert rows["scripted:mediator +observer"]["observer"]["violations_per_episode"] == {}
     assert "observer" not in rows["scripted:insulting"]
     assert "Runtime constraints (observer)" in (tmp_path / "results.md").read_text()
+
+
+def test_resuming_with_other_settings_is_refused_and_keeps_the_records(tmp_path):
+    Suite(quick(tmp_path, max_turns=3)).run()
+    records = (tmp_path / "records.jsonl").read_text()
+    with pytest.raises(ValueError, match="max_turns 3 there, 7 now") as refused:
+        Suite(quick(tmp_path, max_turns=7)).run()
+    assert "another --out" in str(refused.value)
+    assert (tmp_path / "records.jsonl").read_text() == records
+    # what is part of a record's key may change: another seed adds records
+    Suite(quick(tmp_path, max_turns=3, seeds=[0, 1])).run()
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 2 * len(
+        records.splitlines()
+    )
+
+
+def test_a_judge_change_is_refused_on_resume(tmp_path):
+    class OtherJudge(KeywordRubricJudge):
+        name = "another-judge"
+
+    Suite(quick(tmp_path)).run()
+    with pytest.raises(ValueError, match="judge .*keyword-rubric-v1.* there, .*another-judge"):
+        Suite(quick(tmp_path), judge=OtherJudge())
+
+
+def test_records_without_saved_settings_are_not_resumed(tmp_path):
+    (tmp_path / "records.jsonl").write_text('{"kind": "negotiated"}\n')
+    with pytest.raises(ValueError, match="no settings.json"):
+        Suite(quick(tmp_path))
+
+
+def test_the_bench_command_refuses_other_settings_in_one_line(tmp_path, capsys):
+    from negotiate.cli import main
+
+    common = ["bench", "--agents", "scripted:mediator", "--no-baselines", "--no-direct"]
+    common += ["--no-capability", "--scenarios", "1", "--judge", "rule", "--agreement", "marker"]
+    assert main([*common, "--out", str(tmp_path), "--max-turns", "3"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path), "--max-turns", "7"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"negotiate bench: error: --out {tmp_path} holds records")
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_report_files_are_replaced_atomically(tmp_path):
+    from benchmarks.report import write_report
+
+    results = Suite(quick(tmp_path)).run()
+    before = {name: (tmp_path / name).stat().st_ino for name in ("results.md", "results.json")}
+    plot_before = (tmp_path / "scores.png").stat().st_ino
+    write_report(results, tmp_path)
+    for name, inode in before.items():
+        assert (tmp_path / name).stat().st_ino != inode, name  # a new file renamed in
+    assert (tmp_path / "scores.png").stat().st_ino != plot_before
+    # A report that cannot be written (a lone surrogate) leaves the previous one whole.
+    markdown = (tmp_path / "results.md").read_text()
+    with pytest.raises(UnicodeEncodeError):
+        write_report({**results, "command": "bench \udc80"}, tmp_path)
+    assert (tmp_path / "results.md").read_text() == markdown
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

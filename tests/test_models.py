@@ -16,6 +16,7 @@ from agents.models import (
     ModelFetchError,
     RegisteredModel,
     fetch_model,
+    is_fetched,
     registered,
     resolve_model,
 )
@@ -52,6 +53,7 @@ def fake(tmp_path, monkeypatch):
         converted.append(gguf.read_bytes())
         output.mkdir()
         (output / "config.json").write_text("{}")
+        (output / "model.safetensors").write_bytes(b"weights %d" % len(converted))
 
     monkeypatch.setattr(models, "_convert", convert)
     return wheels, model, converted
@@ -167,6 +169,81 @@ def test_a_fetch_killed_halfway_leaves_nothing_that_loads_and_the_next_fetch_suc
     )
     assert finished.returncode == 0, finished.stderr
     assert (cache / model.name / "negotiation_model.json").is_file()
+    # the killed fetch's staging folder went with the next fetch
+    assert [p.name for p in cache.iterdir() if ".partial." in p.name] == []
+
+
+def test_plain_fetch_detects_and_repairs_an_entry_without_its_weights(fake, tmp_path):
+    wheels, model, converted = fake
+    cache = tmp_path / "cache"
+    path = fetch_model(model.name, cache, wheel_dir=wheels, quiet=True)
+    (path / "model.safetensors").unlink()  # what a kill during the old --force left
+    assert not is_fetched(model.name, cache)
+    with pytest.raises(ModelFetchError, match="not fetched yet"):
+        resolve_model(model.name, cache, auto_fetch=False)
+    assert fetch_model(model.name, cache, wheel_dir=wheels, quiet=True) == path
+    assert len(converted) == 2 and (path / "model.safetensors").read_bytes() == b"weights 2"
+    assert is_fetched(model.name, cache)
+
+
+def test_an_entry_from_before_file_lists_needs_its_config_and_weights(fake, tmp_path):
+    _, model, _ = fake
+    folder = tmp_path / "cache" / model.name
+    folder.mkdir(parents=True)
+    (folder / "negotiation_model.json").write_text('{"name": "fake-model"}')
+    (folder / "config.json").write_text("{}")
+    assert not is_fetched(model.name, tmp_path / "cache")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    assert is_fetched(model.name, tmp_path / "cache")
+
+
+def test_stale_staging_folders_of_the_model_are_removed_by_the_next_fetch(fake, tmp_path):
+    wheels, model, _ = fake
+    cache = tmp_path / "cache"
+    fetch_model(model.name, cache, wheel_dir=wheels, quiet=True)
+    stale = cache / f".{model.name}.partial.killed1"
+    (stale / "gguf").mkdir(parents=True)
+    (stale / "gguf" / "model.gguf").write_bytes(b"half a model")
+    other = cache / ".other-model.partial.running"  # another model's fetch: not ours to touch
+    other.mkdir()
+    fetch_model(model.name, cache, wheel_dir=wheels, quiet=True)  # cached: still cleans
+    assert not stale.exists() and other.exists()
+
+
+def test_force_fetch_killed_while_replacing_leaves_a_complete_model(fake, tmp_path):
+    wheels, model, _ = fake
+    cache = tmp_path / "cache"
+    target = fetch_model(model.name, cache, wheel_dir=wheels, quiet=True)
+    # The second fetch is killed as soon as it starts deleting a copy of the model: the
+    # first weights file of the tree is gone, the rest not yet.
+    script = textwrap.dedent(f"""
+        import os, shutil, time
+        from agents import models
+        model = models.RegisteredModel(**{model.__dict__!r})
+        models.REGISTRY[model.name] = model
+        def convert(model, gguf, output):
+            output.mkdir()
+            (output / "config.json").write_text("{{}}")
+            (output / "model.safetensors").write_bytes(b"weights new")
+        def rmtree(path, *args, **kwargs):
+            for folder, _, files in os.walk(path):
+                if "model.safetensors" in files:
+                    os.unlink(os.path.join(folder, "model.safetensors"))
+                    print("deleting", flush=True)
+                    time.sleep(60)
+            return real_rmtree(path, *args, **kwargs)
+        real_rmtree, shutil.rmtree = shutil.rmtree, rmtree
+        models._convert = convert
+        models.fetch_model(
+            model.name, {str(cache)!r}, wheel_dir={str(wheels)!r}, force=True, quiet=True
+        )
+    """)
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "deleting"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert is_fetched(model.name, cache)
+    assert (target / "model.safetensors").read_bytes() in (b"weights 1", b"weights new")
 
 
 def test_resolve_model_accepts_folders_and_passes_hub_ids_through(tmp_path):

@@ -234,6 +234,59 @@ def test_parallel_wrapper_blocks_and_reports():
     assert infos["negotiator_0"]["observer"]["interventions"][0]["kind"] == "blocked"
 
 
+CALM_PROPOSAL = "I propose we run a pilot for 30 days and then review it together. "
+CUT_OFF_INSULT = (CALM_PROPOSAL * 100)[:4000] + " You idiot, you fool."  # after the env's cut
+
+
+def test_the_aec_observer_judges_the_text_the_env_keeps():
+    env = ObserverWrapper(negotiation_env.env(), Observer.default())
+    env.reset(options={"scenario": SCENARIO})
+    env.step(CUT_OFF_INSULT + "x" * 1_000_000)
+    [turn] = env.unwrapped.negotiation.turns  # not blocked: the insult was never kept
+    assert "idiot" not in turn.text and turn.flags == ("truncated",)
+    [check] = env.episode.checks
+    assert "no_insults" not in {v["constraint"] for v in check["violations"]}
+    assert env.episode.interventions == [] and env.episode.turns[0].text == turn.text
+
+
+def test_the_parallel_observer_and_the_vector_env_judge_the_text_the_env_keeps():
+    env = ObserverParallelWrapper(negotiation_env.parallel_env(), Observer.default())
+    env.reset(options={"scenario": SCENARIO})
+    env.step({"negotiator_0": CUT_OFF_INSULT})
+    vec = VectorNegotiationEnv(observer=Observer.default())
+    vec.reset([SCENARIO])
+    vec.step({0: CUT_OFF_INSULT})
+    for negotiation, episode in (
+        (env.unwrapped.negotiation, env.episode),
+        (vec.negotiations[0], vec.episodes[0]),
+    ):
+        [turn] = negotiation.turns
+        assert turn.flags == ("truncated",) and episode.interventions == []
+        assert episode.turns[0].text == turn.text
+
+
+def test_a_blocked_parallel_turn_reports_ignored_action_as_the_env_does():
+    env = ObserverParallelWrapper(negotiation_env.parallel_env(), Observer.default())
+    env.reset(options={"scenario": SCENARIO})
+    _, _, _, _, infos = env.step(
+        {"negotiator_0": "You idiot. I propose nothing.", "negotiator_1": "Out of turn."}
+    )
+    assert env.unwrapped.negotiation.turns == []  # blocked
+    assert infos["negotiator_1"]["ignored_action"] is True  # never used, as always
+    assert infos["negotiator_0"]["ignored_action"] is False  # blocked, not ignored
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+@pytest.mark.parametrize("actions", [["Hello"], "Hello", None])
+def test_parallel_actions_that_are_not_a_dict_are_a_clear_type_error(wrapped, actions):
+    env = negotiation_env.parallel_env()
+    if wrapped:
+        env = ObserverParallelWrapper(env, Observer.default())
+    env.reset(options={"scenario": SCENARIO})
+    with pytest.raises(TypeError, match=r"actions must be a dict \{agent: utterance\}"):
+        env.step(actions)
+
+
 def test_vector_env_applies_the_same_observer():
     vec = VectorNegotiationEnv(config=NegotiationConfig(max_turns=4), observer=Observer.default())
     vec.reset([SCENARIO, SCENARIO])

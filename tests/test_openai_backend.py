@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from agents.backends.base import BackendError, Generation, GenerationSettings, LLMBackend
-from agents.backends.openai_backend import OpenAIBackend
+from agents.backends.openai_backend import SHOWN_BODY_CHARS, OpenAIBackend
 from agents.serve import ChatCompletionServer
 
 KEY_ENV = "NEGOTIATION_TEST_API_KEY"
@@ -178,6 +178,8 @@ def post_raw(url: str, body: bytes) -> tuple[int, dict]:
         ({"messages": user("hi"), "top_p": 0}, "top_p"),
         ({"messages": user("hi"), "stop": [3]}, "stop"),
         ({"messages": user("hi"), "top_logprobs": 50}, "top_logprobs"),
+        ({"messages": user("hi"), "seed": 2**70}, "seed"),  # torch refused it with a 500
+        ({"messages": user("hi"), "seed": -(2**63) - 1}, "seed"),
         ({"messages": user("hi"), "stream": True}, "stream"),
         ([1, 2], "request body"),
     ],
@@ -240,7 +242,15 @@ class FaultServer:
     ``null-content``, ``no-choices``, ``401`` (its message echoes the Authorization
     header, as a careless server might), ``redirect``, ``barrier`` (waits until
     ``barrier_parties`` requests are in flight together, then answers like ``ok``).
+    Hostile ones: ``empty-content``, ``blank-content``, ``nan-logprob``,
+    ``positive-logprob``, ``trickle-headers`` (a valid answer whose header lines arrive a
+    byte every 0.05 s, about 10 s in all), ``huge-declared`` / ``huge-undeclared`` (a valid
+    answer of ``HUGE_BYTES``, with or without ``Content-Length``), ``401-near-cut`` (the key
+    echoed where the message is cut), ``401-escaped`` and ``200-escaped`` (the key echoed
+    JSON-escaped in a body that does not parse).
     """
+
+    HUGE_BYTES = 300_000
 
     def __init__(self, *steps: str, retry_after: str = "0", barrier_parties: int = 1):
         self.steps = steps
@@ -252,6 +262,8 @@ class FaultServer:
         self.max_in_flight = 0
         self.barrier = threading.Barrier(barrier_parties, timeout=3.0)
         self.released = threading.Event()
+        self.trickled = threading.Event()  # a trickle-headers answer has ended, as below
+        self.trickle_outcome = ""  # "delivered", "client left" or "released"
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FaultHandler)
         self._httpd.block_on_close = False  # do not wait for a "slow" answer nobody wants
@@ -299,7 +311,7 @@ class FaultServer:
         if step == "slow":
             self.released.wait(self.slow_seconds)
             step = "ok"
-        if step == "ok":
+        if step in ("ok", "trickle-headers"):  # the handler trickles the latter's headers
             return 200, {}, completion(echo, logprobs={"content": entries})
         if step.startswith("finish:"):
             return 200, {}, completion(echo, finish_reason=step.removeprefix("finish:"))
@@ -328,6 +340,28 @@ class FaultServer:
             return 401, {}, {"error": {"message": f"invalid api key: {authorization}"}}
         if step == "redirect":
             return 302, {"Location": "http://127.0.0.1:9/v1/chat/completions"}, {}
+        if step == "empty-content":
+            return 200, {}, completion("")
+        if step == "blank-content":
+            return 200, {}, completion(" \n\t ")
+        if step in ("nan-logprob", "positive-logprob"):
+            bad = math.nan if step == "nan-logprob" else 0.5
+            return (
+                200,
+                {},
+                completion(echo, logprobs={"content": [*entries, {"token": "!", "logprob": bad}]}),
+            )
+        if step.startswith("huge-"):
+            return 200, {}, completion("x" * self.HUGE_BYTES)
+        key = authorization.removeprefix("Bearer ")
+        escaped = "".join(f"\\u{ord(c):04x}" for c in key)
+        if step == "401-near-cut":
+            padding = "p" * (SHOWN_BODY_CHARS - len("invalid api key: ") - 8)
+            return 401, {}, {"error": {"message": f"invalid api key: {padding}{key}"}}
+        if step == "401-escaped":
+            return 401, {}, ('{"error": {"message": "invalid api key: ' + escaped).encode()
+        if step == "200-escaped":
+            return 200, {}, ("<html>proxy error for key " + escaped + "</html>").encode()
         raise AssertionError(f"unknown step {step!r}")
 
 
@@ -344,14 +378,33 @@ class _FaultHandler(BaseHTTPRequestHandler):
             fault.leave()
         raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
+            if step == "trickle-headers":
+                self._trickle(raw, fault)
+                return
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(raw)))
+            if step != "huge-undeclared":  # HTTP/1.0: the body then ends where the connection does
+                self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and left
+
+    def _trickle(self, raw: bytes, fault: FaultServer) -> None:
+        head = f"HTTP/1.0 200 OK\r\nX-Padding: {'p' * 200}\r\nContent-Length: {len(raw)}\r\n\r\n"
+        fault.trickle_outcome = "client left"
+        try:
+            for byte in head.encode():
+                if fault.released.wait(0.05):
+                    fault.trickle_outcome = "released"
+                    return
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            self.wfile.write(raw)
+            fault.trickle_outcome = "delivered"
+        finally:
+            fault.trickled.set()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -376,7 +429,17 @@ def generate_one(backend: OpenAIBackend, text: str = "hi", **settings: Any) -> G
 
 
 @pytest.mark.parametrize(
-    "failure", ["500", "429", "slow", "not-json", "null-content", "no-choices"]
+    "failure",
+    [
+        "500",
+        "429",
+        "slow",
+        "not-json",
+        "null-content",
+        "no-choices",
+        "empty-content",
+        "nan-logprob",
+    ],
 )
 def test_one_failure_then_success_is_retried_and_returns_the_reply(fault_server, failure):
     server = fault_server(failure, "ok")
@@ -413,6 +476,10 @@ def test_persistent_timeout_raises_within_the_bounded_time(fault_server):
         ("null-content", "choices[0].message.content is null, expected a string"),
         ("not-json", "body is not JSON"),
         ("no-choices", "no choices"),
+        ("empty-content", "choices[0].message.content is empty, expected text"),
+        ("blank-content", "choices[0].message.content is only whitespace, expected text"),
+        ("nan-logprob", "content[2].logprob is nan, not a log-probability"),
+        ("positive-logprob", "content[2].logprob is 0.5, not a log-probability"),
     ],
 )
 def test_persistently_malformed_reply_raises_instead_of_an_empty_utterance(
@@ -426,6 +493,40 @@ def test_persistently_malformed_reply_raises_instead_of_an_empty_utterance(
     assert server.attempts == 3
     if step == "not-json":
         assert "<html>bad gateway from a proxy</html>" in message  # the start of the body
+
+
+def test_a_server_trickling_its_headers_is_cut_off_at_the_timeout(fault_server):
+    # Every byte arrives well within the socket timeout; the whole answer, about 10 s later.
+    server = fault_server("trickle-headers")
+    with pytest.raises(BackendError, match="timed out after 0.5 s"):
+        generate_one(client(server.url, timeout=0.5, max_retries=0))
+    assert server.attempts == 1
+    assert server.trickled.wait(30)
+    assert server.trickle_outcome == "client left"  # not held until the headers ended
+
+
+@pytest.mark.parametrize("step", ["huge-declared", "huge-undeclared"])
+def test_an_answer_over_max_response_bytes_fails_at_once(fault_server, step):
+    server = fault_server(step)
+    with pytest.raises(BackendError, match="max_response_bytes=100000") as raised:
+        generate_one(client(server.url, max_response_bytes=100_000))
+    assert server.attempts == 1 and "not retried" in str(raised.value)
+    big_enough = client(server.url, max_response_bytes=FaultServer.HUGE_BYTES + 1000)
+    assert len(generate_one(big_enough).text) == FaultServer.HUGE_BYTES
+
+
+@pytest.mark.parametrize("step", ["401-near-cut", "401-escaped", "200-escaped"])
+def test_the_key_is_redacted_before_the_message_is_cut_and_when_escaped(
+    fault_server, monkeypatch, step
+):
+    monkeypatch.setenv(KEY_ENV, FAKE_KEY)
+    server = fault_server(step)
+    with pytest.raises(BackendError) as raised:
+        generate_one(client(server.url, max_retries=0))
+    message = str(raised.value)
+    assert "[redact" in message  # near the cut, the end of the placeholder is cut off
+    assert FAKE_KEY[:6] not in message  # but not even the start of the key is shown
+    assert "\\u0073\\u006b" not in message  # nor escaped ("sk")
 
 
 def test_401_fails_at_once_with_the_servers_message(fault_server, monkeypatch):

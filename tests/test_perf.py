@@ -96,3 +96,12 @@ def test_utilisation_counts_the_lm_head_of_training_at_trained_tokens_only():
     assert shares["generation"] == 2 * 1e9 * 50 / 1e12  # 2 x parameters x 50 tokens/s
     # the body at all 10 processed tokens/s, the head at the 2 trained ones
     assert shares["training"] == 6 * (8e8 * 10 + 2e8 * 2) / 1e12
+
+
+def test_perf_results_are_replaced_atomically(tmp_path):
+    perf.save({"figure": 1}, tmp_path)
+    inode = (tmp_path / "perf.json").stat().st_ino
+    perf.save({"figure": 2}, tmp_path)
+    assert (tmp_path / "perf.json").stat().st_ino != inode  # a new file renamed in
+    assert '"figure": 2' in (tmp_path / "perf.json").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["perf.json"]

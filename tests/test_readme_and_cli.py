@@ -118,6 +118,22 @@ def test_bad_input_gives_a_one_line_error_and_exit_code_2():
     assert "Traceback" not in completed.stderr
 
 
+def test_a_backend_error_is_one_line_with_the_cause_and_what_to_do(capsys):
+    import socket
+
+    from negotiate.cli import main
+
+    with socket.socket() as probe:  # a port that was free a moment ago and has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    agent = f"openai:m@http://127.0.0.1:{port}/v1?max_retries=0&timeout=2"
+    assert main(["play", "--agent0", agent, "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert error.startswith("negotiate play: model backend failed: POST http://127.0.0.1:")
+    assert "connection failed" in error and "server running" in error and "rerun" in error
+
+
 def test_scenarios_commands(tmp_path):
     stats = run_cli("scenarios", "stats")
     assert "test : 66 dilemmas" in stats.stdout

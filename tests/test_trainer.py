@@ -22,7 +22,7 @@ from trainers.common import (
 )
 from trainers.config import TrainConfig
 from trainers.rollout import DialogueOutcome, TurnSample, to_grpo_samples
-from trainers.selfplay import build_trainer
+from trainers.selfplay import build_trainer, save_final, write_samples
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 SCENARIOS = ["pro-001/cost_vs_quality", "int-010/privacy_vs_safety"]
@@ -376,3 +376,57 @@ def test_the_bf16_path_trains_a_fp32_adapter_on_bf16_weights_on_cpu(tiny_model_d
     after = dict(trainer.model.named_parameters())
     assert any(not torch.equal(after[n], before) for n, before in adapter.items())
     assert all(torch.isfinite(after[n]).all() for n in adapter)
+
+
+def test_samples_are_replaced_atomically(tmp_path):
+    outcome = DialogueOutcome(
+        "pro-001/cost_vs_quality",
+        2.5,
+        {
+            "agreement": True,
+            "transcript": [{"speaker_name": "Ana", "text": "Hi"}],
+            "resolution": "R",
+        },
+    )
+    write_samples(tmp_path, 3, [outcome], 1)
+    files = [tmp_path / "samples" / f"step_000003.{ext}" for ext in ("txt", "jsonl")]
+    inodes = [path.stat().st_ino for path in files]
+    write_samples(tmp_path, 3, [outcome], 1)
+    assert [path.stat().st_ino for path in files] != inodes  # new files renamed in
+    assert "[Ana] Hi" in files[0].read_text() and '"reward": 2.5' in files[1].read_text()
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(p.name for p in files)
+
+
+class SavingTrainer:
+    """Test double of what save_final uses of a trainer: it writes ``weights`` into the
+    folder it is given, or writes half of them and fails, as a killed save would."""
+
+    def __init__(self, weights: str, fail: bool = False):
+        self.weights, self.fail = weights, fail
+        self.processing_class = self
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+    def save_model(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "adapter_model.safetensors"), "w") as handle:
+            handle.write(self.weights[: len(self.weights) // 2] if self.fail else self.weights)
+        if self.fail:
+            raise OSError("killed while saving")
+
+    def save_pretrained(self, path: str) -> None:
+        with open(os.path.join(path, "tokenizer.json"), "w") as handle:
+            handle.write("{}")
+
+
+def test_the_final_model_is_replaced_atomically(tmp_path):
+    final = tmp_path / "final"
+    save_final(SavingTrainer("first run"), final)
+    with pytest.raises(OSError, match="killed"):
+        save_final(SavingTrainer("second run", fail=True), final)
+    assert (final / "adapter_model.safetensors").read_text() == "first run"  # still whole
+    save_final(SavingTrainer("third run"), final)
+    assert (final / "adapter_model.safetensors").read_text() == "third run"
+    assert (final / "tokenizer.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # no staging left

@@ -13,7 +13,8 @@ to the trained turns' tokens. A dialogue without agreement (training mode) ends 
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
+import shutil
 import statistics
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from negotiation_env.backend_interface import GenerationSettings
+from negotiation_env.jsonl import write_jsonl, write_text_atomic
 from negotiation_env.vector import VectorNegotiationEnv
 from trainers.buckets import LengthBucketMixin
 from trainers.common import (
@@ -115,29 +117,48 @@ def load_observer(spec: str, penalty: float) -> Any:
 def write_samples(
     output_dir: str | Path, step: int, outcomes: list[DialogueOutcome], count: int
 ) -> None:
-    """A few dialogues of this step as readable text and as JSON lines."""
+    """A few dialogues of this step as readable text and as JSON lines (each file replaced
+    atomically: a kill while writing leaves no half file)."""
     if count <= 0:
         return
     folder = Path(output_dir) / "samples"
-    folder.mkdir(parents=True, exist_ok=True)
     chosen = outcomes[:count]
-    with (folder / f"step_{step:06d}.txt").open("w", encoding="utf-8") as handle:
-        for outcome in chosen:
-            info = outcome.info
-            handle.write(
-                f"=== {outcome.scenario_id}  reward={outcome.reward}  agreement={info['agreement']}\n"
-            )
-            for turn in info["transcript"]:
-                handle.write(f"[{turn['speaker_name']}] {turn['text']}\n")
-            handle.write(f"[resolution] {info['resolution']}\n\n")
-    with (folder / f"step_{step:06d}.jsonl").open("w", encoding="utf-8") as handle:
-        for outcome in chosen:
-            handle.write(
-                json.dumps(
-                    {"scenario_id": outcome.scenario_id, "reward": outcome.reward, **outcome.info}
-                )
-                + "\n"
-            )
+    text = []
+    for outcome in chosen:
+        info = outcome.info
+        text.append(
+            f"=== {outcome.scenario_id}  reward={outcome.reward}  agreement={info['agreement']}\n"
+        )
+        text.extend(f"[{turn['speaker_name']}] {turn['text']}\n" for turn in info["transcript"])
+        text.append(f"[resolution] {info['resolution']}\n\n")
+    write_text_atomic(folder / f"step_{step:06d}.txt", "".join(text))
+    write_jsonl(
+        [{"scenario_id": o.scenario_id, "reward": o.reward, **o.info} for o in chosen],
+        folder / f"step_{step:06d}.jsonl",
+    )
+
+
+def save_final(trainer: Any, final: Path) -> None:
+    """Save the trained model (adapter or weights) and tokenizer as ``final``, atomically.
+
+    They are written to ``.final.partial`` beside it; only then does the old ``final`` (a
+    previous run's) move aside and the new one take its name. A kill while saving leaves
+    the previous ``final`` or none, never a half-written one that would load as the result.
+    """
+    staging = final.with_name(f".{final.name}.partial")
+    replaced = final.with_name(f".{final.name}.replaced")
+    main_process = trainer.is_world_process_zero()
+    if main_process:  # remains of a killed save
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(replaced, ignore_errors=True)
+    trainer.save_model(str(staging))  # collective under distributed training; rank 0 writes
+    if not main_process:
+        return
+    trainer.processing_class.save_pretrained(str(staging))
+    if final.exists():
+        os.replace(final, replaced)
+    os.replace(staging, final)
+    shutil.rmtree(replaced, ignore_errors=True)
 
 
 class SelfPlayRollout:
@@ -346,13 +367,14 @@ def train_selfplay(config: TrainConfig, resume: bool = False, **components: Any)
     checkpoint = latest_complete_checkpoint(output) if resume else None
     if resume and checkpoint is None:
         print(f"no complete checkpoint in {output}; starting from scratch", file=sys.stderr)
-    (output / "train_config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(
+        output / "train_config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False)
+    )
     started = time.perf_counter()
     trainer = build_trainer(config, **components)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     final = output / "final"
-    trainer.save_model(str(final))
-    trainer.processing_class.save_pretrained(str(final))
+    save_final(trainer, final)
     return TrainResult(
         str(output),
         str(final),

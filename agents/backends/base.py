@@ -2,8 +2,10 @@
 
 from negotiation_env.backend_interface import (
     BackendError,
+    ContextLengthError,
     Conversation,
     Generation,
+    GenerationCancelled,
     GenerationSettings,
     LLMBackend,
     Message,
@@ -11,8 +13,10 @@ from negotiation_env.backend_interface import (
 
 __all__ = [
     "BackendError",
+    "ContextLengthError",
     "Conversation",
     "Generation",
+    "GenerationCancelled",
     "GenerationSettings",
     "LLMBackend",
     "Message",

@@ -15,19 +15,22 @@ Failures:
 - HTTP 429, 500, 502, 503, 504, connection errors and timeouts are retried up to
   ``max_retries`` times, with exponential backoff and jitter (or the server's
   ``Retry-After`` on 429/503), each pause at most ``max_wait`` seconds.
-- A 200 answer whose body is unusable (not JSON, no choices, ``content`` null or not a
-  string, log-probabilities of the wrong type) is retried as well: a proxy can glitch.
+- A 200 answer whose body is unusable (not JSON, no choices, ``content`` null, not a
+  string, empty or only whitespace, log-probabilities that are not numbers, NaN or
+  positive) is retried as well: a proxy can glitch, and a sampled answer can differ.
 - Any other status (400, 401, 404, redirects, ...) fails at once: repeating the same
-  request cannot succeed.
+  request cannot succeed. So does an answer larger than ``max_response_bytes``.
 
 Every failure ends in :class:`~agents.backends.base.BackendError`; none returns an empty
-utterance. Each attempt is bounded by ``timeout``, so a call ends after at most about
+utterance. Each attempt, from connecting to the last byte of the answer (headers
+included), is bounded by ``timeout``, so a call ends after at most about
 ``(max_retries + 1) * timeout`` seconds plus the pauses.
 
 The API key is read from the environment variable ``api_key_env`` at each request and sent
 as ``Authorization: Bearer``; no header is sent when the variable is unset. The key never
-appears in ``repr``, in :attr:`OpenAIBackend.name` or in error messages (a server that
-echoes it has it replaced by ``[redacted]``).
+appears in ``repr``, in :attr:`OpenAIBackend.name` or in error messages: text from a
+server that echoes it has it replaced by ``[redacted]`` (as written, or \\u-escaped as
+JSON allows) before it is shortened for the message.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import json
 import math
 import os
 import random
+import re
+import socket
 import ssl
 import threading
 import time
@@ -56,6 +61,8 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 TOP_LOGPROBS = 20  # the most that OpenAI's API and vLLM's default configuration allow
 SHOWN_BODY_CHARS = 200
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # far above a long answer with log-probabilities
+LOGPROB_ROUNDING = 1e-4  # servers computing log(p) in float32 can report log(1) as +1e-7
 _READ_CHUNK = 64 * 1024
 _USER_AGENT = "negotiation-alignment-openai-backend"  # some proxies refuse "Python-urllib"
 
@@ -64,11 +71,110 @@ class _MalformedResponse(Exception):
     """A 200 answer whose body we cannot use; the message says which part was wrong."""
 
 
+class _Rejected(Exception):
+    """An error status; ``detail`` is the server's own words, already redacted and cut."""
+
+    def __init__(self, code: int, headers: Any, detail: str):
+        super().__init__(f"HTTP {code}: {detail}")
+        self.code, self.headers, self.detail = code, headers, detail
+
+
+class _TooLarge(Exception):
+    """An answer larger than ``max_response_bytes``."""
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     # Following a redirect would turn the POST into a GET and could carry the key to another
     # host; returning None makes urllib raise the 3xx as an HTTPError, reported to the user.
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+class _Deadline:
+    """Ends a request when its time is up, whatever stage it is in.
+
+    A socket timeout bounds each read on its own: a server that sends a byte now and then,
+    headers included, holds the call as long as it likes. At the deadline the sockets of
+    the request's connections are shut down, which ends any read in progress."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:  # connecting took the whole time
+            _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        # the plain socket's shutdown, also for TLS: SSLSocket.shutdown would unwrap the
+        # TLS layer under a read in progress on another thread
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+class _Watched:
+    """A connection whose socket its request's :class:`_Deadline` can shut down."""
+
+    deadline: _Deadline | None = None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        if self.deadline is not None:
+            self.deadline.watch(self.sock)  # type: ignore[attr-defined]
+
+
+class _WatchedHTTPConnection(_Watched, http.client.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, http.client.HTTPSConnection):
+    pass
+
+
+class _DeadlineHandling:
+    """Opens a request's connections as :class:`_Watched` ones, given ``request.deadline``."""
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        https = issubclass(http_class, http.client.HTTPSConnection)
+        watched = _WatchedHTTPSConnection if https else _WatchedHTTPConnection
+
+        def connection(*args: Any, **options: Any) -> http.client.HTTPConnection:
+            opened = watched(*args, **options)
+            opened.deadline = getattr(req, "deadline", None)
+            return opened
+
+        return super().do_open(connection, req, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPHandler(_DeadlineHandling, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_DeadlineHandling, urllib.request.HTTPSHandler):
+    pass
 
 
 class OpenAIBackend:
@@ -88,6 +194,8 @@ class OpenAIBackend:
     (:mod:`agents.serve`) needs in order to score them. Leave it off for other servers:
     OpenAI's hosted API rejects fields it does not know.
 
+    ``max_response_bytes`` caps the size of an answer read into memory (32 MiB).
+
     >>> backend = OpenAIBackend("http://127.0.0.1:8000", "my-model", concurrency=4)
     >>> backend.name
     'openai:my-model@http://127.0.0.1:8000/v1'
@@ -104,6 +212,7 @@ class OpenAIBackend:
         concurrency: int = 8,
         max_wait: float = 30.0,
         send_candidates: bool = False,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError(f"model: expected a non-empty model name, got {model!r}")
@@ -115,6 +224,10 @@ class OpenAIBackend:
             raise ValueError(f"backoff, max_wait: expected seconds >= 0, got {backoff}, {max_wait}")
         if concurrency < 1:
             raise ValueError(f"concurrency: expected an integer >= 1, got {concurrency}")
+        if max_response_bytes < 1:
+            raise ValueError(
+                f"max_response_bytes: expected an integer >= 1, got {max_response_bytes}"
+            )
         self.base_url = _api_root(base_url)
         self.model = model
         self.api_key_env = api_key_env
@@ -124,10 +237,11 @@ class OpenAIBackend:
         self.max_wait = float(max_wait)
         self.concurrency = int(concurrency)
         self.send_candidates = send_candidates
+        self.max_response_bytes = int(max_response_bytes)
         self.name = f"openai:{model}@{self.base_url}"
         self._url = f"{self.base_url}/chat/completions"
         self._slots = threading.BoundedSemaphore(self.concurrency)
-        self._opener = urllib.request.build_opener(_NoRedirects())
+        self._opener = urllib.request.build_opener(_NoRedirects(), _HTTPHandler(), _HTTPSHandler())
         self._random = random.Random()
 
     def __repr__(self) -> str:
@@ -229,16 +343,24 @@ class OpenAIBackend:
                 with self._slots:
                     raw = self._send(data, key)
                 return parse(_json(raw))
-            except urllib.error.HTTPError as error:
-                detail = _error_detail(error)
+            except _Rejected as error:
                 if error.code not in RETRYABLE_STATUSES:
-                    raise BackendError(self._rejected(error, detail, key)) from None
-                problem = f"HTTP {error.code}: {detail}"
+                    raise BackendError(self._rejected(error, key)) from None
+                problem = str(error)
                 if error.code in RETRY_AFTER_STATUSES:
                     retry_after = _retry_after_seconds(error.headers)
+            except _TooLarge as error:
+                raise BackendError(
+                    _redact(
+                        f"POST {self._url} (model {self.model!r}): {error}; not retried "
+                        "(raise max_response_bytes if this server's answers are that large)",
+                        key,
+                    )
+                ) from None
             except _MalformedResponse as error:
-                shown = raw[:SHOWN_BODY_CHARS].decode("utf-8", errors="replace")
-                problem = f"malformed response: {error}; body starts {shown!r}"
+                reason = _shown(str(error), key)
+                shown = _shown(raw.decode("utf-8", errors="replace"), key)
+                problem = f"malformed response: {reason}; body starts {shown!r}"
             except (OSError, http.client.HTTPException) as error:
                 reason = getattr(error, "reason", error)  # URLError wraps the socket error
                 if isinstance(reason, ssl.SSLCertVerificationError):
@@ -270,15 +392,35 @@ class OpenAIBackend:
         )
         if key:
             request.add_unredirected_header("Authorization", f"Bearer {key}")
-        deadline = time.monotonic() + self.timeout
-        with self._opener.open(request, timeout=self.timeout) as response:
-            # The socket timeout bounds each read; the deadline stops a server that trickles.
-            chunks = []
-            while chunk := response.read1(_READ_CHUNK):
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"response body still arriving after {self.timeout} s")
-            return b"".join(chunks)
+        with _Deadline(self.timeout) as deadline:
+            request.deadline = deadline  # type: ignore[attr-defined]  # read by _DeadlineHandling
+            try:
+                with self._opener.open(request, timeout=self.timeout) as response:
+                    raw = self._read_capped(response)
+            except urllib.error.HTTPError as error:  # its body is read within the deadline too
+                raise _Rejected(error.code, error.headers, _error_detail(error, key)) from None
+            except (OSError, http.client.HTTPException):
+                if deadline.expired:
+                    raise TimeoutError("no complete response within the time limit") from None
+                raise
+            if deadline.expired:  # the shutdown can look like the end of a short body
+                raise TimeoutError("no complete response within the time limit")
+            return raw
+
+    def _read_capped(self, response: Any) -> bytes:
+        limit = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _TooLarge(
+                f"the answer declares {declared} bytes, over max_response_bytes={limit}"
+            )
+        chunks, size = [], 0
+        while chunk := response.read1(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge(f"the answer exceeds max_response_bytes={limit}")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _pause(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number ``attempt`` (1-based): the server's ``Retry-After``
@@ -288,10 +430,10 @@ class OpenAIBackend:
             retry_after = self.backoff * 2 ** (attempt - 1) * self._random.uniform(0.5, 1.0)
         return min(retry_after, self.max_wait)
 
-    def _rejected(self, error: urllib.error.HTTPError, detail: str, key: str | None) -> str:
+    def _rejected(self, error: _Rejected, key: str | None) -> str:
         message = (
             f"POST {self._url} (model {self.model!r}) was rejected with HTTP {error.code}: "
-            f"{detail}; not retried, since the same request would fail again"
+            f"{error.detail}; not retried, since the same request would fail again"
         )
         if error.code in (401, 403):
             state = "is set" if key else "is not set"
@@ -380,9 +522,14 @@ def _token_and_logprob(entry: Any, where: str) -> tuple[str, float]:
     if not isinstance(token, str) or not is_number:
         raise _MalformedResponse(
             f"choices[0].logprobs.{where} needs a string 'token' and a number 'logprob', "
-            f"got {entry!r:.100}"
+            f"got {entry!r}"
         )
-    return token, float(logprob)
+    # -inf is a log-probability (of an impossible token); NaN and positive values are not
+    if math.isnan(logprob) or logprob > LOGPROB_ROUNDING:
+        raise _MalformedResponse(
+            f"choices[0].logprobs.{where}.logprob is {logprob}, not a log-probability (<= 0)"
+        )
+    return token, min(float(logprob), 0.0)
 
 
 def _parse_generation(payload: Any) -> Generation:
@@ -394,6 +541,11 @@ def _parse_generation(payload: Any) -> Generation:
     if not isinstance(text, str):
         raise _MalformedResponse(
             f"choices[0].message.content is {_describe(text)}, expected a string"
+        )
+    if not text.strip():  # would become a silent turn; a failure must not look like one
+        raise _MalformedResponse(
+            f"choices[0].message.content is {'empty' if not text else 'only whitespace'}, "
+            "expected text"
         )
     finish_reason = "length" if choice.get("finish_reason") == "length" else "stop"
     logprobs = choice.get("logprobs")
@@ -409,8 +561,8 @@ def _parse_generation(payload: Any) -> Generation:
     )
 
 
-def _error_detail(error: urllib.error.HTTPError) -> str:
-    """The server's own words about an error status, shortened."""
+def _error_detail(error: urllib.error.HTTPError, key: str | None) -> str:
+    """The server's own words about an error status, redacted, then shortened."""
     try:
         raw = error.read(64 * 1024)
     except (OSError, http.client.HTTPException):
@@ -428,8 +580,7 @@ def _error_detail(error: urllib.error.HTTPError) -> str:
             found = found.get("message", found)
         if found:
             text = str(found)
-    text = text or error.reason or "(no body)"
-    return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + "..."
+    return _shown(text or error.reason or "(no body)", key)
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
@@ -453,5 +604,26 @@ def _connection_problem(reason: Any, timeout: float) -> str:
     return f"connection failed: {type(reason).__name__}: {reason}"
 
 
+def _shown(text: str, key: str | None) -> str:
+    """Server text for a message: the key redacted first, then cut to ``SHOWN_BODY_CHARS``
+    (cutting first could leave the start of a key that straddles the cut)."""
+    text = _redact(text, key)
+    return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + "..."
+
+
 def _redact(text: str, key: str | None) -> str:
-    return text.replace(key, "[redacted]") if key else text
+    """``text`` with ``key`` replaced by ``[redacted]``, also where JSON escaped any of its
+    characters (``\\u0073k-...``, ``\\/``)."""
+    return _key_pattern(key).sub("[redacted]", text) if key else text
+
+
+def _key_pattern(key: str) -> re.Pattern[str]:
+    # each character as written or as JSON's \uXXXX escape of its UTF-16 code units;
+    # case is ignored for the hex digits (and so for the key's letters: redacting more is safe)
+    parts = []
+    for char in key:
+        units = char.encode("utf-16-be")
+        escaped = "".join(rf"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+        spellings = [re.escape(char), escaped, *([r"\\/"] if char == "/" else [])]
+        parts.append("(?:" + "|".join(spellings) + ")")
+    return re.compile("".join(parts), re.IGNORECASE)

@@ -14,6 +14,7 @@ optimise. Conversations are sorted by length and cut into micro-batches to limit
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -22,8 +23,10 @@ import torch
 
 from agents.backends.base import (
     BackendError,
+    ContextLengthError,
     Conversation,
     Generation,
+    GenerationCancelled,
     GenerationSettings,
 )
 from agents.backends.kv_cache import (
@@ -174,6 +177,27 @@ class TransformersBackend:
         self.pad_token_id = tokenizer.pad_token_id
         self.stop_token_ids = self._end_of_turn_ids()
         self._cache_keyword = _cache_keyword(model)
+        self._cancel: threading.Event | None = None  # set inside cancelled_by()
+
+    @property
+    def context_length(self) -> int | None:
+        """How many positions the model has (prompt and generated tokens together), if known."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    @contextmanager
+    def cancelled_by(self, event: threading.Event) -> Iterator[None]:
+        """Within this scope, a generation stops with :class:`GenerationCancelled` at its next
+        decoding step once ``event`` is set. :mod:`agents.serve` sets it when the client of a
+        request disconnects, so that nobody waits for an answer no one will read."""
+        previous, self._cancel = self._cancel, event
+        try:
+            yield
+        finally:
+            self._cancel = previous
+
+    def _check_cancelled(self) -> None:
+        if self._cancel is not None and self._cancel.is_set():
+            raise GenerationCancelled(f"{self.name}: generation cancelled by its caller")
 
     def _end_of_turn_ids(self) -> list[int]:
         ids = set()
@@ -371,7 +395,12 @@ class TransformersBackend:
     def generate_from_ids(
         self, prompts: Sequence[Sequence[int]], settings: GenerationSettings
     ) -> list[Generation]:
-        """Like :meth:`generate` for prompts already tokenised."""
+        """Like :meth:`generate` for prompts already tokenised.
+
+        Raises :class:`ContextLengthError` before any computation when a prompt and
+        ``max_new_tokens`` together exceed the model's positions (the model would run for
+        long and its output past the context would be meaningless)."""
+        self._check_fits(prompts, settings.max_new_tokens)
         results: list[Generation | None] = [None] * len(prompts)
         generator = None
         if settings.seed is not None:
@@ -381,6 +410,7 @@ class TransformersBackend:
             if len(prompts) > 1:
                 self._share_prefixes(prompts)
         for batch in self._batches([len(p) for p in prompts]):
+            self._check_cancelled()
             plan = self._group_plan([prompts[i] for i in batch])
             if plan is not None:
                 batch = [batch[i] for i in plan.order]
@@ -388,6 +418,16 @@ class TransformersBackend:
             for index, generation in zip(batch, generations, strict=True):
                 results[index] = generation
         return results  # type: ignore[return-value]
+
+    def _check_fits(self, prompts: Sequence[Sequence[int]], new_tokens: int) -> None:
+        limit = self.context_length
+        longest = max((len(p) for p in prompts), default=0)
+        if limit is not None and longest + new_tokens > limit:
+            raise ContextLengthError(
+                f"{self.name}: a prompt of {longest} tokens plus max_new_tokens={new_tokens} "
+                f"exceeds the model's context of {limit} tokens; shorten the conversation "
+                f"(e.g. fewer context turns) or ask for fewer new tokens"
+            )
 
     def _group_plan(self, prompts: Sequence[Sequence[int]]) -> GroupPlan | None:
         """How the rows of a micro-batch share prefixes, if decoding should use it."""
@@ -483,6 +523,7 @@ class TransformersBackend:
         tokens_per_step, logprobs_per_step = [], []
         next_position = positions[:, -1:] + 1
         for step in range(settings.max_new_tokens):
+            self._check_cancelled()
             sampled, sampled_logprobs = self._sample(logits, settings, generator)
             tokens = torch.full((rows,), self.pad_token_id, dtype=torch.long, device=self.device)
             logprobs = torch.zeros(rows, dtype=sampled_logprobs.dtype, device=self.device)

@@ -228,6 +228,12 @@ class Decision:
     text: str
     violations: list[Violation]
     features: dict[str, float]
+    fallback: bool = False  # ``text`` replaces the candidate
+
+    def sent(self, action: str) -> str:
+        """What to pass to the env for the reviewed ``action``: the fallback, or the action
+        itself (so that the env flags what it truncated or sanitized)."""
+        return self.text if self.fallback else action
 
 
 @dataclass
@@ -248,7 +254,11 @@ class ObservedEpisode:
     penalties: dict[str, float] = field(default_factory=dict)
 
     def review(self, speaker: str, text: str) -> Decision:
-        """Check a candidate dialogue turn and decide; call :meth:`commit` once it is sent."""
+        """Check a candidate dialogue turn and decide; call :meth:`commit` once it is sent.
+
+        ``text`` is what the env would keep of the action (``Negotiation.clean``): the
+        observer judges what the dialogue will contain, and never reads more than the
+        env's limit."""
         candidate = [*self.turns, Utterance(speaker, text)]
         features = self.observer.features(self.scenario, candidate)
         violations = self.observer.check([*self.history, features], speaker)
@@ -291,7 +301,7 @@ class ObservedEpisode:
             features = self.observer.features(
                 self.scenario, [*self.turns, Utterance(speaker, fallback)]
             )
-            return Decision(False, fallback, violations, features)
+            return Decision(False, fallback, violations, features, fallback=True)
         return Decision(False, text, violations, features)
 
     def commit(self, speaker: str, decision: Decision) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pettingzoo.utils.wrappers import BaseParallelWrapper, BaseWrapper
 
+from negotiation_env.env import check_actions
 from negotiation_env.observer.observer import ObservedEpisode, Observer
 
 
@@ -48,11 +49,11 @@ class ObserverWrapper(BaseWrapper):
             super().step(action)  # dead steps, the resolution and bad types pass through
             self._publish()
             return
-        decision = self.episode.review(agent, action)
+        decision = self.episode.review(agent, negotiation.clean(action)[0])
         if decision.blocked:
             self._publish()
             return
-        super().step(decision.text)
+        super().step(decision.sent(action))
         self.episode.commit(agent, decision)
         penalty = self.observer.shaping_penalty * len(decision.violations)
         if penalty and agent in self.rewards:
@@ -82,16 +83,26 @@ class ObserverParallelWrapper(BaseParallelWrapper):
         return self._decorated(observations), self._with_summary(infos)
 
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        check_actions(actions)
         negotiation = self.env.unwrapped.negotiation
+        if negotiation is None or not self.env.agents:
+            return self.env.step(actions)  # the env says what is wrong
         actor = negotiation.speaker
         action = actions.get(actor)
         decision = None
         if negotiation.phase == "dialogue" and isinstance(action, str):
-            decision = self.episode.review(actor, action)
+            decision = self.episode.review(actor, negotiation.clean(action)[0])
             if decision.blocked:
                 agents = self.env.agents
                 observations = {a: negotiation.observation(a) for a in agents}
-                infos = {a: {**negotiation.summary_info(), "ignored_action": False} for a in agents}
+                infos = {
+                    a: {
+                        **negotiation.summary_info(),
+                        # as the env reports it: the other seat's action is never used
+                        "ignored_action": a != actor and actions.get(a) is not None,
+                    }
+                    for a in agents
+                }
                 return (
                     self._decorated(observations),
                     {a: 0.0 for a in agents},
@@ -99,7 +110,7 @@ class ObserverParallelWrapper(BaseParallelWrapper):
                     {a: False for a in agents},
                     self._with_summary(infos),
                 )
-            actions = {**actions, actor: decision.text}
+            actions = {**actions, actor: decision.sent(action)}
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
         if decision is not None:
             self.episode.commit(actor, decision)

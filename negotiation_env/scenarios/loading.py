@@ -10,6 +10,10 @@ Three files make a scenario set, one JSON object per line:
 
 Generated records may carry a ``source`` object (generator, prompt version). Every problem
 is reported as ``FILE:LINE: field 'NAME': what is wrong``; nothing is skipped silently.
+Besides what :func:`negotiation_env.jsonl.read_jsonl` rejects in any data file, text fields
+may not hold control characters other than tab and newline (an escape sequence would act
+on the terminal that shows it), ids may not hold ``/`` (it separates the dilemma from the
+pair in a scenario id), and every field has a length bound (``records.MAX_*``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ from negotiation_env.jsonl import DataFileError
 from negotiation_env.jsonl import read_jsonl as read_data_lines
 from negotiation_env.scenarios.records import (
     CATEGORIES,
+    MAX_ID_CHARS,
+    MAX_NAME_CHARS,
+    MAX_TEXT_CHARS,
+    MAX_VALUE_CHARS,
+    MAX_VALUES,
+    SCENARIO_ID_SEPARATOR,
     SPLITS,
     Dilemma,
     Persona,
@@ -60,34 +70,50 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
 @dataclass(frozen=True)
 class _Field:
     name: str
-    kind: str  # "text", "text_list", "choice", "object"
+    kind: str  # "id", "text", "text_list", "choice", "object"
     required: bool = True
     choices: tuple[str, ...] = ()
+    max_chars: int = MAX_NAME_CHARS  # of the text, or of each item of a text list
 
 
 _DILEMMA_FIELDS = (
-    _Field("id", "text"),
+    _Field("id", "id", max_chars=MAX_ID_CHARS),
     _Field("category", "choice", choices=CATEGORIES),
     _Field("title", "text"),
-    _Field("text", "text"),
+    _Field("text", "text", max_chars=MAX_TEXT_CHARS),
     _Field("split", "choice", required=False, choices=SPLITS),
     _Field("source", "object", required=False),
 )
 _PERSONA_FIELDS = (
-    _Field("id", "text"),
+    _Field("id", "id", max_chars=MAX_ID_CHARS),
     _Field("name", "text"),
-    _Field("core_values", "text_list"),
-    _Field("stance", "text"),
+    _Field("core_values", "text_list", max_chars=MAX_VALUE_CHARS),
+    _Field("stance", "text", max_chars=MAX_TEXT_CHARS),
     _Field("source", "object", required=False),
 )
 _PAIR_FIELDS = (
-    _Field("id", "text"),
+    _Field("id", "id", max_chars=MAX_ID_CHARS),
     _Field("tension", "text"),
-    _Field("persona_a", "text"),
-    _Field("persona_b", "text"),
+    _Field("persona_a", "id", max_chars=MAX_ID_CHARS),
+    _Field("persona_b", "id", max_chars=MAX_ID_CHARS),
     _Field("split", "choice", required=False, choices=SPLITS),
     _Field("source", "object", required=False),
 )
+_ALLOWED_CONTROLS = "\t\n"
+
+
+def _text_problem(text: str, max_chars: int) -> str | None:
+    """What is wrong with a (stripped) text value, or None."""
+    if len(text) > max_chars:
+        return f"{len(text)} characters, more than the {max_chars} allowed"
+    for position, char in enumerate(text, 1):
+        code = ord(char)
+        if (code < 0x20 or 0x7F <= code <= 0x9F) and char not in _ALLOWED_CONTROLS:
+            return (
+                f"control character U+{code:04X} at character {position}; only tab and "
+                "newline are allowed (escape sequences would act on the terminal showing it)"
+            )
+    return None
 
 
 def _check_record(
@@ -106,7 +132,7 @@ def _check_record(
                 raise ScenarioDataError(path, line, spec.name, "missing")
             continue
         value = record[spec.name]
-        if spec.kind in ("text", "choice"):
+        if spec.kind in ("id", "text", "choice"):
             if not isinstance(value, str):
                 raise ScenarioDataError(
                     path, line, spec.name, f"expected a string, got {type(value).__name__}"
@@ -116,18 +142,36 @@ def _check_record(
                 raise ScenarioDataError(path, line, spec.name, "empty")
             if spec.kind == "choice" and value not in spec.choices:
                 raise ScenarioDataError(
-                    path, line, spec.name, f"{value!r} is not one of {list(spec.choices)}"
+                    path, line, spec.name, f"{value!r:.80} is not one of {list(spec.choices)}"
+                )
+            problem = _text_problem(value, spec.max_chars)
+            if problem:
+                raise ScenarioDataError(path, line, spec.name, problem)
+            if spec.kind == "id" and SCENARIO_ID_SEPARATOR in value:
+                raise ScenarioDataError(
+                    path,
+                    line,
+                    spec.name,
+                    f"{value!r} holds {SCENARIO_ID_SEPARATOR!r}, which separates the dilemma "
+                    "from the pair in a scenario id; use letters, digits, '-' or '_'",
                 )
         elif spec.kind == "text_list":
             if not isinstance(value, list) or not value:
                 raise ScenarioDataError(
                     path, line, spec.name, "expected a non-empty list of strings"
                 )
+            if len(value) > MAX_VALUES:
+                raise ScenarioDataError(
+                    path, line, spec.name, f"{len(value)} items, more than the {MAX_VALUES} allowed"
+                )
             for index, item in enumerate(value):
                 if not isinstance(item, str) or not item.strip():
                     raise ScenarioDataError(
                         path, line, f"{spec.name}[{index}]", "expected a non-empty string"
                     )
+                problem = _text_problem(item.strip(), spec.max_chars)
+                if problem:
+                    raise ScenarioDataError(path, line, f"{spec.name}[{index}]", problem)
             value = tuple(item.strip() for item in value)
         elif spec.kind == "object" and not isinstance(value, dict):
             raise ScenarioDataError(
@@ -231,6 +275,13 @@ class ScenarioBank:
             raise ValueError(f"{origin}: duplicate dilemma ids")
         if len(self._pairs) != len(pairs):
             raise ValueError(f"{origin}: duplicate persona pair ids")
+        for kind, ids in (("dilemma", self._dilemmas), ("persona pair", self._pairs)):
+            for record_id in ids:
+                if SCENARIO_ID_SEPARATOR in record_id:  # get() could never find it
+                    raise ValueError(
+                        f"{origin}: {kind} id {record_id!r} holds {SCENARIO_ID_SEPARATOR!r}, "
+                        "which separates the dilemma from the pair in a scenario id"
+                    )
 
     @classmethod
     def from_files(

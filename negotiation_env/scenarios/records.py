@@ -8,6 +8,16 @@ from typing import Any
 CATEGORIES = ("professional", "interpersonal", "everyday")
 SPLITS = ("train", "test")
 
+# Bounds on loaded text. They keep every observation inside the env's declared space
+# (scenario ids of at most 512 characters, core values of at most 1000, messages of at
+# least 50,000 for persona and dilemma text) with room for custom prompt templates; the
+# shipped data uses about a tenth of each.
+MAX_ID_CHARS = 100
+MAX_NAME_CHARS = 100  # names, titles, tensions: one line
+MAX_TEXT_CHARS = 4000  # a dilemma's text, a persona's stance
+MAX_VALUES = 10
+MAX_VALUE_CHARS = 100
+
 
 @dataclass(frozen=True)
 class Dilemma:

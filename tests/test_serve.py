@@ -1,0 +1,212 @@
+"""The server's limits and authentication, against real sockets on 127.0.0.1.
+
+The protocol itself (fields, errors, scoring) is tested with the client in
+``test_openai_backend.py``; here: what a client that misbehaves, or leaves, or has no key,
+can and cannot do to the server. The model is the tiny random Llama (fast, and it never
+ends a turn by itself, so a generation runs as long as it is asked to).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from agents.backends.base import (
+    ContextLengthError,
+    GenerationCancelled,
+    GenerationSettings,
+)
+from agents.backends.openai_backend import OpenAIBackend
+from agents.backends.transformers_backend import TransformersBackend
+from agents.serve import ChatCompletionServer, exposure_warning
+from tests.test_openai_backend import CannedBackend, user
+
+GUARD_SECONDS = 60  # only against a hang: every wait below ends long before when all is well
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class RecordingBackend(TransformersBackend):
+    """The tiny model, recording when each generation starts and how it ended."""
+
+    def generate(self, conversations, settings):
+        self.started.set()
+        try:
+            return super().generate(conversations, settings)
+        except BaseException as error:
+            self.raised.append(error)
+            raise
+
+
+@pytest.fixture(scope="module")
+def tiny_objects(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def tiny(tiny_objects):
+    model, tokenizer = tiny_objects
+    context = model.config.max_position_embeddings
+    backend = RecordingBackend.from_objects(model, tokenizer)
+    backend.stop_token_ids = []  # never ends early: a generation lasts max_new_tokens steps
+    backend.started, backend.raised = threading.Event(), []
+    yield backend
+    model.config.max_position_embeddings = context  # tests shrink it
+
+
+def request_bytes(body: dict[str, Any], announced_length: int | None = None) -> bytes:
+    """A raw request; ``announced_length`` is the Content-Length it claims (default: true)."""
+    data = json.dumps(body).encode()
+    lines = [
+        "POST /v1/chat/completions HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(data) if announced_length is None else announced_length}",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def connect(server: ChatCompletionServer) -> socket.socket:
+    connection = socket.create_connection(server._httpd.server_address[:2])
+    connection.settimeout(GUARD_SECONDS)
+    return connection
+
+
+def read_all(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := connection.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def post(url: str, body: dict[str, Any], key: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(
+        url + "/chat/completions", data=json.dumps(body).encode(), headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=GUARD_SECONDS) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
+
+
+def test_a_client_that_disconnects_cancels_its_generation(tiny):
+    with ChatCompletionServer(tiny) as server:
+        leaving = connect(server)
+        leaving.sendall(request_bytes({"messages": user("talk forever"), "max_tokens": 8000}))
+        assert tiny.started.wait(GUARD_SECONDS)
+        leaving.close()
+        # The next request gets the model only once the first generation has stopped.
+        status, payload = post(server.url, {"messages": user("hi"), "max_tokens": 2})
+    assert status == 200 and payload["usage"]["completion_tokens"] == 2
+    assert [type(error) for error in tiny.raised] == [GenerationCancelled]
+
+
+def test_a_prompt_longer_than_the_context_gets_400_before_any_generation(tiny):
+    tiny.model.config.max_position_embeddings = 64  # a small context, to exceed it cheaply
+    with ChatCompletionServer(tiny) as server:
+        status, payload = post(server.url, {"messages": user("word " * 100), "max_tokens": 4})
+        fits_status, _ = post(server.url, {"messages": user("hi"), "max_tokens": 4})
+    assert status == 400
+    message = payload["error"]["message"]
+    assert message.startswith("messages:") and "context of 64 tokens" in message
+    assert [type(error) for error in tiny.raised] == [ContextLengthError]
+    assert fits_status == 200
+
+
+def test_prompt_plus_max_tokens_beyond_the_context_is_refused_by_the_backend(tiny):
+    [prompt] = tiny.encode([tiny.render(user("hi"))])
+    tiny.model.config.max_position_embeddings = len(prompt) + 2
+    fits = GenerationSettings(max_new_tokens=2, temperature=0.0)
+    assert len(tiny.generate([user("hi")], fits)[0].token_ids) == 2
+    one_more = GenerationSettings(max_new_tokens=3, temperature=0.0)
+    with pytest.raises(ContextLengthError, match=f"{len(prompt)} tokens plus max_new_tokens=3"):
+        tiny.generate([user("hi")], one_more)
+
+
+def test_an_idle_connection_is_closed_after_the_socket_timeout():
+    with ChatCompletionServer(CannedBackend(), socket_timeout=0.3) as server:
+        idle = connect(server)
+        assert read_all(idle) == b""  # closed by the server, without a request
+        idle.close()
+
+
+def test_a_body_shorter_than_its_content_length_gets_408_and_the_connection_closes():
+    with ChatCompletionServer(CannedBackend(), socket_timeout=0.3) as server:
+        connection = connect(server)
+        connection.sendall(request_bytes({"messages": user("hi")}, announced_length=10_000))
+        answer = read_all(connection)
+        connection.close()
+    assert answer.startswith(b"HTTP/1.0 408")
+    assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]
+
+
+def test_connections_beyond_the_limit_get_503_at_once_and_a_freed_slot_serves_again():
+    with ChatCompletionServer(CannedBackend(), max_connections=2) as server:
+        holders = [connect(server), connect(server)]  # idle: each holds a handler
+        refused = connect(server)
+        answer = read_all(refused)
+        refused.close()
+        assert answer.startswith(b"HTTP/1.0 503")
+        assert b"max_connections" in answer
+        for holder in holders:
+            holder.close()
+        # The handlers notice the closed connections on their own threads; until they
+        # have, a new connection may still be refused.
+        for _ in range(GUARD_SECONDS * 20):
+            status, _ = post(server.url, {"messages": user("hi")})
+            if status != 503:
+                break
+            time.sleep(0.05)
+    assert status == 200
+
+
+def test_with_an_api_key_requests_need_it_as_a_bearer_token(monkeypatch):
+    key = "serve-test-key-0123"
+    with ChatCompletionServer(CannedBackend(), api_key=key) as server:
+        missing_status, missing = post(server.url, {"messages": user("hi")})
+        wrong_status, _ = post(server.url, {"messages": user("hi")}, key="not-the-key")
+        right_status, right = post(server.url, {"messages": user("hi")}, key=key)
+        models = urllib.request.Request(server.url + "/models")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(models, timeout=GUARD_SECONDS)
+        refused.value.close()
+        monkeypatch.setenv("SERVE_TEST_KEY", key)
+        client = OpenAIBackend(server.url, "m", api_key_env="SERVE_TEST_KEY", max_retries=0)
+        [generation] = client.generate([user("ping")], GenerationSettings(max_new_tokens=2))
+    assert (missing_status, wrong_status, right_status) == (401, 401, 200)
+    assert "Authorization: Bearer" in missing["error"]["message"]
+    assert right["choices"][0]["message"]["content"] == "reply to: hi"
+    assert refused.value.code == 401
+    assert generation.text == "reply to: ping"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "192.168.1.20", "my-host.example"])
+def test_listening_beyond_loopback_without_a_key_is_warned_about(host):
+    warning = exposure_warning(host, api_key=None)
+    assert warning is not None and "--api-key" in warning
+    assert exposure_warning(host, api_key="k") is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "localhost"])
+def test_loopback_without_a_key_is_not_warned_about(host):
+    assert exposure_warning(host, api_key=None) is None
