@@ -626,6 +626,7 @@ def _new_report(args: argparse.Namespace, argv: list[str] | None, items: list[di
         report["command"] = old.get("command", "") + "; " + report["command"]
     return report
 
+
 def _record(report: dict[str, Any], run: dict[str, Any]) -> None:
     _replace(report["runs"], run, ("model", "rubric", "mode", "kind"))
     lc = run["length_controlled"]["accuracy"]
