@@ -248,3 +248,23 @@ def test_shared_prefix_attention_changes_no_token_and_no_logprob(smollm2):
         shared.generate(identical, settings), plain.generate(identical, settings), strict=True
     ):
         assert quick.token_ids == reference.token_ids
+
+
+def test_continuation_scoring_with_shared_prompts_equals_scoring_alone(smollm2):
+    dilemma = "A library must choose between longer opening hours and a new children's room. "
+    conversations = [
+        chat(dilemma + instruction) for instruction in ("Write a plan.", "Write a poem.")
+    ]
+    texts = ["Open until nine on weekdays and fund the room next year.", "Books at night."]
+    together = smollm2.continuation_logprobs(conversations * 2, texts + texts[::-1])
+    budget = smollm2.prefix_cache_bytes
+    smollm2.prefix_cache_bytes = 0  # no reuse: every sequence computed whole
+    try:
+        alone = [
+            smollm2.continuation_logprobs([c], [t])[0]
+            for c, t in zip(conversations * 2, texts + texts[::-1], strict=True)
+        ]
+    finally:
+        smollm2.prefix_cache_bytes = budget
+    assert together == pytest.approx(alone, abs=1e-3)
+    assert together[0] != pytest.approx(together[2], abs=1e-3)  # the text matters

@@ -251,10 +251,12 @@ class TransformersBackend:
         positions: torch.Tensor,
         cache: Any,
         layout: SharedPrefixLayout | None = None,
+        logits_to_keep: int = 1,
     ) -> Any:
-        """The last position's logits and the updated cache; with a ``layout``, ``cache`` and
-        ``mask`` hold the rows' suffixes and attention reads the groups' prefixes once."""
-        kwargs = {self._cache_keyword: cache, "logits_to_keep": 1}
+        """The last ``logits_to_keep`` positions' logits and the updated cache; with a
+        ``layout``, ``cache`` and ``mask`` hold the rows' suffixes and attention reads the
+        groups' prefixes once."""
+        kwargs = {self._cache_keyword: cache, "logits_to_keep": logits_to_keep}
         scope = nullcontext()
         if layout is not None:
             layout.set_mask(mask)
@@ -295,7 +297,7 @@ class TransformersBackend:
             self.prefix_store = None
 
     def _prefill(
-        self, sequences: Sequence[Sequence[int]]
+        self, sequences: Sequence[Sequence[int]], keep: Sequence[int] | None = None
     ) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """Run ``sequences`` through the model, starting from stored prefixes where there are.
 
@@ -303,14 +305,16 @@ class TransformersBackend:
         keys and values are right-aligned in a cache block, the rest of the prompt is
         left-padded after it, and the attention mask hides both paddings. Positions count
         only real tokens, so every token sits where it would without reuse. Returns the
-        model output (last position's logits, the cache), the mask and the new tokens'
-        positions.
+        model output (the cache, and the logits of the last position, or of the last
+        ``keep[i]`` positions of each row: those are computed, never reused), the mask and
+        the new tokens' positions.
         """
         store = self.prefix_store
+        keep = list(keep) if keep is not None else [1] * len(sequences)
         # at least the last token is computed: its logits start the generation
         reuse = [
-            store.longest(s, limit=len(s) - 1) if store is not None else (None, 0)
-            for s in sequences
+            store.longest(s, limit=len(s) - k) if store is not None else (None, 0)
+            for s, k in zip(sequences, keep, strict=True)
         ]
         cached = [length for _, length in reuse]
         new = [list(s[c:]) for s, c in zip(sequences, cached, strict=True)]
@@ -338,7 +342,8 @@ class TransformersBackend:
         positions = ((mask.cumsum(-1) - 1).clamp(min=0))[:, width:]
         if store is not None:
             store.computed_tokens += sum(len(n) for n in new)
-        return self._forward(ids, mask, positions, cache), mask, positions
+        output = self._forward(ids, mask, positions, cache, logits_to_keep=max(keep))
+        return output, mask, positions
 
     def _store_rows(
         self,
@@ -663,48 +668,53 @@ class TransformersBackend:
         completion_ids: Sequence[Sequence[int]],
         temperature: float = 1.0,
     ) -> list[list[float]]:
-        """log p(completion token | prompt, earlier completion tokens) for each pair, by one
-        forward pass. Only the completion positions are projected onto the vocabulary (a
-        batch of whole sequences' logits would take gigabytes)."""
+        """log p(completion token | prompt, earlier completion tokens) for each pair.
+
+        Only the completion positions are projected onto the vocabulary (a batch of whole
+        sequences' logits would take gigabytes), in forwards of about 256 MB of logits; the
+        prompts' shared prefixes (a judge scoring one text after several instructions about
+        the same dilemma) are computed once.
+        """
         sequences = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids, strict=True)]
         results: list[list[float] | None] = [None] * len(sequences)
         scale = temperature if temperature > 0 else 1.0
         vocabulary = self.model.get_output_embeddings().weight.shape[0]
-        for group in self._batches([len(s) for s in sequences]):
-            longest = max(len(completion_ids[i]) for i in group)
-            if longest == 0:
-                for index in group:
-                    results[index] = []
-                continue
-            # float32 logits of about 256 MB at most per forward
-            rows = max(1, 2**26 // ((longest + 1) * vocabulary))
-            for start in range(0, len(group), rows):
-                self._score_rows(
-                    group[start : start + rows], sequences, completion_ids, scale, results
-                )
+        with self.prefix_caching():
+            if self.prefix_store is not None and len(prompt_ids) > 1:
+                self._share_prefixes([list(p) for p in prompt_ids])
+            for group in self._batches([len(s) for s in sequences]):
+                longest = max(len(completion_ids[i]) for i in group)
+                rows = max(1, 2**26 // ((longest + 1) * vocabulary))
+                for start in range(0, len(group), rows):
+                    batch = group[start : start + rows]
+                    scored = self._completion_logprobs(
+                        [sequences[i] for i in batch],
+                        [len(completion_ids[i]) for i in batch],
+                        scale,
+                    )
+                    for index, values in zip(batch, scored, strict=True):
+                        results[index] = values
         return results  # type: ignore[return-value]
 
-    def _score_rows(
-        self,
-        batch: Sequence[int],
-        sequences: Sequence[Sequence[int]],
-        completion_ids: Sequence[Sequence[int]],
-        scale: float,
-        results: list[list[float] | None],
-    ) -> None:
-        """Fill ``results`` for the rows ``batch`` (one forward pass)."""
-        ids, mask = self._left_pad([sequences[i] for i in batch])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        longest = max(len(completion_ids[i]) for i in batch)
-        # the last `longest + 1` positions predict every completion token of every row
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=longest + 1
-        ).logits.float()
-        log_probs = torch.log_softmax(logits[:, :-1] / scale, dim=-1)
-        targets = log_probs.gather(-1, ids[:, -longest:, None]).squeeze(-1)
-        for row, index in enumerate(batch):
-            n = len(completion_ids[index])
-            results[index] = targets[row, longest - n :].tolist() if n else []
+    def _completion_logprobs(
+        self, sequences: Sequence[Sequence[int]], lengths: Sequence[int], scale: float
+    ) -> list[list[float]]:
+        """Each sequence's last ``lengths[i]`` tokens' log-probabilities (one forward pass)."""
+        longest = max(lengths)
+        if longest == 0:
+            return [[] for _ in sequences]
+        # the position before each completion token predicts it: keep n + 1 positions
+        output, _, _ = self._prefill(sequences, keep=[n + 1 for n in lengths])
+        log_probs = torch.log_softmax(output.logits[:, :-1].float() / scale, dim=-1)
+        tails = torch.tensor(
+            [
+                list(s[len(s) - longest :]) if len(s) >= longest else [0] * longest
+                for s in sequences
+            ],
+            device=self.device,
+        )
+        targets = log_probs[:, -longest:].gather(-1, tails[:, :, None]).squeeze(-1)
+        return [targets[row, longest - n :].tolist() if n else [] for row, n in enumerate(lengths)]
 
     def continuation_logprobs(
         self,
