@@ -67,9 +67,10 @@ def efficiency(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 def win_rates(
     pairwise: Iterable[dict[str, Any]], agent: str, opponent: str, criterion: str
 ) -> dict[str, Any]:
-    """How often ``agent`` beat ``opponent`` on ``criterion``: a win needs both orders to agree.
+    """How often ``agent`` beat ``opponent`` on ``criterion``, by the judge's pairwise verdicts
+    (position-free: see ``negotiation_env.judges.pairwise``).
 
-    Returns wins, losses, ties (inconsistent or tied pairs), failures and
+    Returns wins, losses, ties (verdicts inside the judge's tie band), failures and
     ``win_rate = wins / judged`` (ties count as non-wins and are reported, not hidden).
     """
     wins = losses = ties = failures = 0

@@ -74,7 +74,7 @@ def markdown(results: dict[str, Any]) -> str:
         names = list(matrix)
         lines += [
             "",
-            f"## {title} win rate (row vs column; win = both orders agree; ties in brackets)",
+            f"## {title} win rate (row vs column, by the judge's position-free verdict; ties in brackets)",
             "",
             "| | " + " | ".join(names) + " |",
             "|---" * (len(names) + 1) + "|",

@@ -9,8 +9,9 @@ held-out persona pairs, in evaluation mode (a resolution is always written). The
 - **CA score**: the evaluation judge's absolute Collective-Agency score of each resolution,
   mean with a 95% bootstrap interval;
 - **CA and conflict-resolution win rates**: each pair of agents compared on the same
-  scenario, seed and decoding, asked in both orders; a win counts only when both orders
-  agree; ties and inconsistent pairs are reported;
+  scenario, seed and decoding by the judge's position-free pairwise verdict (an LLM judge
+  asked in both orders, the mean of the two probabilities deciding; a score-based judge by
+  the two scores); ties are reported;
 - **efficiency**: agreement rate, mean rounds to agreement, tokens per dialogue (counted with
   one reference tokenizer, so agents are comparable);
 - **single-agent answers**: each LLM agent also answers every dilemma directly, judged the
