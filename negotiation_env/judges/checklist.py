@@ -688,6 +688,18 @@ def fit_checklist(
     return judge.checklist.with_calibration(fitted, new_id), report
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings as literal blocks, as a person would."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
 def checklist_to_yaml(checklist: Checklist, header: str = "") -> str:
     """A checklist as a YAML file that :func:`load_checklist` reads back unchanged."""
     data = {
@@ -708,5 +720,5 @@ def checklist_to_yaml(checklist: Checklist, header: str = "") -> str:
             for item in checklist.items
         ],
     }
-    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    body = yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100)
     return "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines()) + body
