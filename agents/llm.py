@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from agents.backends.base import Generation, GenerationSettings, LLMBackend
 from agents.base import NegotiationAgent, Observation
+from negotiation_env.backend_interface import CUT_TURN_POLICIES, end_at_sentence, token_decoder
 
 DIALOGUE_SETTINGS = GenerationSettings(max_new_tokens=160, temperature=0.7, top_p=0.95)
 SUMMARY_SETTINGS = GenerationSettings(max_new_tokens=256, temperature=0.1, top_p=0.95)
@@ -27,6 +28,9 @@ class LLMAgent(NegotiationAgent):
 
     After each call, ``last_generations`` holds the :class:`Generation` of every observation
     (token ids, log-probabilities), aligned with the observations, for trainers.
+
+    A turn or resolution stopped by the token limit mid-sentence is ended after its last
+    complete sentence (``cut_turns="sentence"``, as in training; ``"keep"`` leaves it cut).
     """
 
     def __init__(
@@ -35,8 +39,12 @@ class LLMAgent(NegotiationAgent):
         dialogue: GenerationSettings = DIALOGUE_SETTINGS,
         summary: GenerationSettings = SUMMARY_SETTINGS,
         name: str | None = None,
+        cut_turns: str = "sentence",
     ):
+        if cut_turns not in CUT_TURN_POLICIES:
+            raise ValueError(f"cut_turns: {cut_turns!r} is not one of {list(CUT_TURN_POLICIES)}")
         self.backend = backend
+        self.cut_turns = cut_turns
         self.dialogue = dialogue
         self.summary = summary
         self.name = name or backend.name
@@ -59,11 +67,11 @@ class LLMAgent(NegotiationAgent):
             for index, generation in zip(
                 indices, self.backend.generate(conversations, phase_settings), strict=True
             ):
+                self.generated_tokens += len(generation.token_ids or generation.tokens or ())
+                if self.cut_turns == "sentence":
+                    generation = end_at_sentence(generation, token_decoder(self.backend))
                 results[index] = generation
         self.last_generations = results  # type: ignore[assignment]
-        self.generated_tokens += sum(
-            len(g.token_ids or g.tokens or ()) for g in self.last_generations
-        )
         return self.last_generations
 
     def act_batch(self, observations: Sequence[Observation]) -> list[str]:

@@ -12,7 +12,9 @@ batched) and :class:`~agents.backends.openai_backend.OpenAIBackend` (any
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -118,3 +120,60 @@ def prefix_caching(backends: Iterable[object]) -> Iterator[None]:
                 seen.add(id(backend))
                 stack.enter_context(scope())
         yield
+
+
+# A sentence ends at . ! ? or an ellipsis, optionally followed by closing quotes or brackets.
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
+CUT_TURN_POLICIES = ("sentence", "keep")
+
+
+def end_at_sentence(
+    generation: Generation, decode: Callable[[list[int]], str] | None
+) -> Generation:
+    """A generation cut off by the token limit, ended after its last complete sentence.
+
+    A turn that stopped at ``max_new_tokens`` mid-sentence reads as cut off to the partner
+    and the judge. This returns the generation up to the end of its last complete sentence:
+    the text, and the shortest prefix of ``token_ids`` (with its ``logprobs``) that decodes
+    to it, so a trainer puts the gradient only on the tokens that were kept. The tokens
+    sampled after that point were never seen by anyone and get no credit or blame.
+    ``finish_reason`` stays ``"length"``. A generation that finished by itself, or holds no
+    complete sentence, is returned unchanged. ``decode`` maps token ids to text (the
+    tokenizer's); without token ids the token strings are joined, and without those only
+    the text is cut. Token ids without ``decode`` leave the generation unchanged, since the
+    kept tokens could not be told.
+    """
+    if generation.finish_reason != "length":
+        return generation
+    ends = list(_SENTENCE_END.finditer(generation.text))
+    if not ends or ends[-1].end() == len(generation.text.rstrip()):
+        return generation
+    text = generation.text[: ends[-1].end()].rstrip()
+    if generation.token_ids and decode is not None:
+        pieces = lambda k: decode(generation.token_ids[:k])  # noqa: E731
+        count = len(generation.token_ids)
+    elif generation.tokens:
+        pieces = lambda k: "".join(generation.tokens[:k])  # noqa: E731
+        count = len(generation.tokens)
+    elif generation.token_ids:  # ids that cannot be decoded: text and tokens must agree
+        return generation
+    else:
+        return dataclasses.replace(generation, text=text)
+    keep = count
+    while keep > 1 and len(pieces(keep - 1).strip()) >= len(text):
+        keep -= 1
+    return dataclasses.replace(
+        generation,
+        text=text,
+        token_ids=generation.token_ids[:keep],
+        logprobs=None if generation.logprobs is None else generation.logprobs[:keep],
+        tokens=None if generation.tokens is None else generation.tokens[:keep],
+    )
+
+
+def token_decoder(backend: object) -> Callable[[list[int]], str] | None:
+    """The backend's token-ids-to-text function (its tokenizer's), or None if it has none."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "decode"):
+        return None
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)

@@ -430,3 +430,58 @@ def test_the_final_model_is_replaced_atomically(tmp_path):
     assert (final / "adapter_model.safetensors").read_text() == "third run"
     assert (final / "tokenizer.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # no staging left
+
+
+class CutOffBackend:
+    """Test double for a policy backend: every dialogue turn and the resolution run into the
+    token limit after one complete sentence. Token ids are the bytes of the text."""
+
+    name = "cut-off-double"
+
+    class tokenizer:  # noqa: N801 - stands in for the backend's tokenizer
+        @staticmethod
+        def decode(ids, skip_special_tokens=True):
+            return bytes(ids).decode()
+
+    TURN = "We split the rent evenly. And then the"
+
+    def generate(self, conversations, settings):
+        from negotiation_env.backend_interface import Generation
+
+        generations = []
+        for conversation in conversations:
+            summary = "resolution" in conversation[-1]["content"].lower()
+            text = "Split the rent. Kim pays" if summary else self.TURN
+            ids = list(text.encode())
+            logprobs = [-0.01 * (i + 1) for i in range(len(ids))]
+            generations.append(Generation(text, "length", ids, logprobs, prompt_token_ids=[1, 2]))
+        return generations
+
+
+@pytest.mark.parametrize("policy", ["sentence", "keep"])
+def test_cut_turns_are_ended_after_a_sentence_in_text_and_trained_tokens(policy):
+    from negotiation_env import NegotiationConfig
+    from negotiation_env.backend_interface import GenerationSettings
+    from negotiation_env.vector import VectorNegotiationEnv
+    from trainers.rollout import play_dialogues
+    from trainers.selfplay import dialogue_stats
+
+    env = VectorNegotiationEnv(
+        config=NegotiationConfig(mode="evaluation", max_turns=2),
+        judge=CountingJudge(constant=3.0),
+        agreement_detector=never_agree,
+    )
+    settings = GenerationSettings(max_new_tokens=16)
+    outcomes, _ = play_dialogues(
+        CutOffBackend(), env, [SCENARIOS[0]], settings, settings, ("negotiator_0",), policy
+    )
+    (outcome,) = outcomes
+    kept = "We split the rent evenly." if policy == "sentence" else CutOffBackend.TURN
+    assert [t["text"] for t in outcome.info["transcript"]] == [kept, kept]
+    resolution = "Split the rent." if policy == "sentence" else "Split the rent. Kim pays"
+    assert outcome.info["resolution"] == resolution
+    (sample,) = outcome.samples
+    assert bytes(sample.completion_ids).decode() == kept
+    assert sample.logprobs == [-0.01 * (i + 1) for i in range(len(kept))]
+    assert (outcome.turns, outcome.clipped_turns) == (2, 2)
+    assert dialogue_stats(outcomes, 1)["negotiation/clipped_turn_fraction"] == 1.0

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from negotiation_env.backend_interface import CUT_TURN_POLICIES
 from negotiation_env.protocol import NegotiationConfig, check_field_types
 
 SEAT_MODES = ("paper", "full")
@@ -86,6 +87,13 @@ class RolloutConfig:
         default=0.95, metadata={"help": "Dialogue nucleus sampling (paper: 0.95)."}
     )
     max_new_tokens: int = field(default=160, metadata={"help": "Token limit per dialogue turn."})
+    cut_turns: str = field(
+        default="sentence",
+        metadata={
+            "help": "A turn stopped by max_new_tokens: 'sentence' ends it after its last complete "
+            "sentence (text and trained tokens), 'keep' leaves it cut."
+        },
+    )
     summary_temperature: float = field(
         default=0.1, metadata={"help": "Resolution sampling temperature (paper: 0.1)."}
     )
@@ -203,6 +211,11 @@ class TrainConfig:
         if self.rollout.seats not in SEAT_MODES:
             raise ValueError(
                 f"rollout.seats: {self.rollout.seats!r} is not one of {list(SEAT_MODES)}"
+            )
+        if self.rollout.cut_turns not in CUT_TURN_POLICIES:
+            raise ValueError(
+                f"rollout.cut_turns: {self.rollout.cut_turns!r} is not one of "
+                f"{list(CUT_TURN_POLICIES)}"
             )
         for name in (
             "group_size",

@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from negotiation_env.backend_interface import Generation, GenerationSettings, prefix_caching
+from negotiation_env.backend_interface import (
+    CUT_TURN_POLICIES,
+    Generation,
+    GenerationSettings,
+    end_at_sentence,
+    prefix_caching,
+    token_decoder,
+)
 from negotiation_env.vector import VectorNegotiationEnv
 
 
@@ -44,6 +51,8 @@ class DialogueOutcome:
     info: dict[str, Any]
     samples: list[TurnSample] = field(default_factory=list)
     generated_tokens: int = 0
+    turns: int = 0  # dialogue turns generated (both seats)
+    clipped_turns: int = 0  # of those, stopped by the token limit (before any cut)
 
 
 @dataclass
@@ -70,16 +79,27 @@ def play_dialogues(
     dialogue: GenerationSettings,
     summary: GenerationSettings,
     trained_seats: Sequence[str],
+    cut_turns: str = "sentence",
 ) -> tuple[list[DialogueOutcome], RolloutStats]:
     """Play one dialogue per scenario id (repeat ids for groups) and collect trained turns.
 
-    The backend reuses the prompt prefixes it has computed (see ``prefix_caching``) for the
-    length of this call, while the weights stay fixed.
+    A turn or resolution stopped by the token limit is ended after its last complete
+    sentence when ``cut_turns`` is ``"sentence"`` (see
+    :func:`~negotiation_env.backend_interface.end_at_sentence`): the partner and the judge
+    read the kept text, so a resolution is judged on what it says rather than on where the
+    token budget fell, and a training sample holds only the kept tokens. ``"keep"`` passes
+    cut texts on as they are. The backend reuses the prompt prefixes it has
+    computed (see ``prefix_caching``) for the length of this call, while the weights stay
+    fixed.
     """
+    if cut_turns not in CUT_TURN_POLICIES:
+        raise ValueError(f"cut_turns: {cut_turns!r} is not one of {list(CUT_TURN_POLICIES)}")
     stats = RolloutStats()
     vector_env.reset(list(scenario_ids))
     samples: list[list[TurnSample]] = [[] for _ in scenario_ids]
     tokens = [0] * len(scenario_ids)
+    turns, clipped = [0] * len(scenario_ids), [0] * len(scenario_ids)
+    decode = token_decoder(backend)
     with prefix_caching([backend]):
         while not vector_env.done:
             pending = vector_env.pending()
@@ -96,6 +116,11 @@ def play_dialogues(
                 stats.backend_calls += 1
                 for (index, seat, obs), generation in zip(items, generations, strict=True):
                     tokens[index] += len(generation.token_ids)
+                    if phase == "dialogue":
+                        turns[index] += 1
+                        clipped[index] += generation.finish_reason == "length"
+                    if cut_turns == "sentence":
+                        generation = end_at_sentence(generation, decode)
                     if phase == "dialogue" and seat in trained_seats:
                         sample = TurnSample(
                             seat,
@@ -127,6 +152,8 @@ def play_dialogues(
                 info=infos[index],
                 samples=samples[index],
                 generated_tokens=tokens[index],
+                turns=turns[index],
+                clipped_turns=clipped[index],
             )
         )
     return outcomes, stats

@@ -86,6 +86,8 @@ def dialogue_stats(outcomes: list[DialogueOutcome], group_size: int) -> dict[str
         / len(groups),
         "negotiation/dialogue_turns": statistics.fmean(len(o.info["transcript"]) for o in outcomes),
         "negotiation/dialogue_tokens": statistics.fmean(o.generated_tokens for o in outcomes),
+        "negotiation/clipped_turn_fraction": sum(o.clipped_turns for o in outcomes)
+        / max(1, sum(o.turns for o in outcomes)),
         **observer_stats(outcomes),
     }
 
@@ -223,6 +225,7 @@ class SelfPlayRollout:
                 self.dialogue,
                 self.summary,
                 self.config.trained_seats,
+                self.config.rollout.cut_turns,
             )
         fields = to_grpo_samples(
             outcomes, self.samples_per_dialogue, trainer.processing_class.pad_token_id
