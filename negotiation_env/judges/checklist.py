@@ -414,7 +414,10 @@ class ChecklistJudge:
         injection: str = "strip",
         cache: JudgeCache | None = None,
         tie_band: float = DEFAULT_TIE_BAND,
+        chunk_size: int = 64,
     ):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: must be at least 1, got {chunk_size}")
         if injection not in INJECTION_POLICIES:
             raise ValueError(f"injection: {injection!r} is not one of {list(INJECTION_POLICIES)}")
         self.backend = backend
@@ -424,6 +427,7 @@ class ChecklistJudge:
         self.injection = injection
         self.cache = cache if cache is not None else JudgeCache()
         self.tie_band = tie_band
+        self.chunk_size = chunk_size
         self.name = f"{getattr(backend, 'name', 'detectors')}|{self.checklist.id}|checklist"
 
     def describe(self) -> dict[str, str]:
@@ -513,8 +517,10 @@ class ChecklistJudge:
         keys = [cache_key(getattr(self.backend, "name", "-"), kind, k) for k in keys_of]
         values = [self.cache.get(k) for k in keys]
         todo = [i for i, v in enumerate(values) if v is None]
-        if todo:
-            for index, value in zip(todo, compute(todo), strict=True):
+        # computed and stored a chunk at a time, so an interrupted run keeps what it finished
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start : start + self.chunk_size]
+            for index, value in zip(chunk, compute(chunk), strict=True):
                 values[index] = value
                 self.cache.put(keys[index], value)
         return values
