@@ -101,6 +101,11 @@ class BenchConfig:
     observer: str = ""  # a constraint file: every agent is also run under the observer
     out: str = "results/bench"
     run_dirs: list[str] = field(default_factory=list)
+    # Overrides of the tier's token budgets (0: the tier's) and further NegotiationConfig
+    # fields, e.g. to evaluate with the turn lengths a policy was trained with.
+    max_new_tokens: int = 0
+    summary_max_new_tokens: int = 0
+    env: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.tier not in TIERS:
@@ -108,9 +113,17 @@ class BenchConfig:
         bad = [d for d in self.decodings if d not in ("greedy", "sampled")]
         if bad:
             raise ValueError(f"decodings: {bad} not in ['greedy', 'sampled']")
+        unknown = sorted(set(self.env) - {f.name for f in dataclasses.fields(NegotiationConfig)})
+        if unknown:
+            raise ValueError(f"env: unknown NegotiationConfig field(s) {unknown}")
+        self.negotiation_config()  # any other bad value is refused now, by name
 
     def setting(self, key: str) -> int:
-        return self.scenarios if key == "scenarios" and self.scenarios else TIERS[self.tier][key]
+        overridable = ("scenarios", "max_new_tokens", "summary_max_new_tokens")
+        return (getattr(self, key) if key in overridable else 0) or TIERS[self.tier][key]
+
+    def negotiation_config(self) -> NegotiationConfig:
+        return NegotiationConfig(**{**self.env, "mode": "evaluation", "max_turns": self.max_turns})
 
 
 def agent_list(config: BenchConfig) -> list[str]:
@@ -202,6 +215,7 @@ class Suite:
             "judge": self.judge_id(),
             "agreement_detector": getattr(self.agreement, "name", type(self.agreement).__name__),
             "observer": observer,
+            **({"env": self.config.env} if self.config.env else {}),
         }
 
     def _check_resumable(self) -> None:
@@ -275,7 +289,7 @@ class Suite:
             started = time.perf_counter()
             agent = self._agent(agent_spec, decoding, seed)
             env = VectorNegotiationEnv(
-                config=NegotiationConfig(mode="evaluation", max_turns=self.config.max_turns),
+                config=self.config.negotiation_config(),
                 scenarios=self.bank,
                 judge=self.judge,
                 agreement_detector=self.agreement,
