@@ -39,15 +39,18 @@ command="${1:-}"
 case "$command" in
   main)
     ensure_env
-    # Fetch the embedded model, train it by negotiation self-play for a few minutes, then
-    # compare the trained adapter with the untrained model on held-out scenarios. Both
-    # stages resume, so rerunning after an interruption finishes the same job.
+    # Fetch the embedded models, train the policy by negotiation self-play for a few minutes,
+    # then compare the trained adapter with the untrained model on held-out scenarios (paired
+    # intervals; benchmarks/learning.py). Every stage resumes, so rerunning after an
+    # interruption finishes the same job. Extra arguments go to benchmarks.learning
+    # (e.g. --set optim.max_steps=8).
     out="${MAIN_OUT:-runs/main}"
-    "$VENV/bin/negotiate" models fetch smollm2             # the policy and the CA judge
+    "$VENV/bin/negotiate" models fetch smollm2             # the policy and the CA reward model
     "$VENV/bin/negotiate" models fetch qwen2.5-coder-0.5b  # the agreement judge
-    "$VENV/bin/negotiate" train --config configs/cpu_smoke.yaml --output-dir "$out" --resume "$@"
-    exec "$VENV/bin/negotiate" bench --agents smollm2 "smollm2?adapter=$out/final" --no-baselines \
-      --no-capability --scenarios 6 --max-turns 4 --run-dir "$out" --out "$out/bench"
+    "$VENV/bin/python" -m benchmarks.learning --config configs/cpu_smoke.yaml --runs "$out" \
+      --out "$out/report" --scenarios 6 --second-judge none "$@"
+    echo "The trained adapter is $out/selfplay/final. For a run long enough to measure learning,"
+    echo "with a second judge: python -m benchmarks.learning (docs/results/learning/)."
     ;;
   test)
     ensure_env

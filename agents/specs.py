@@ -208,16 +208,21 @@ def load_agent(spec: str, **options: Any) -> Any:
 
 
 # The judges used when a command says ``--judge default``: chosen by measurement with
-# ``python -m benchmarks.judge_quality`` (docs/judges.md has the numbers and the reasons).
-# CA scoring: no local model beats chance on the length-controlled judge-quality set; SmolLM2
-# with the ca-v2 wording comes closest (0.50) and is the fastest, so it is the default for
-# reward and evaluation. Agreement: Qwen2.5-Coder-0.5B's P(agree) separates the labels
-# (AUC 0.80 with agreement-v2) but sits below 0.5, so its threshold is the one fitted on
-# the labelled set (0.32; 0.75 accuracy when fitted and tested on different halves).
+# ``python -m benchmarks.judge_quality`` on the 156 hand-written judge-quality items, which
+# none of them was built or tuned on (docs/judges.md has the numbers and the reasons).
+# CA scoring, reward and evaluation: the shipped reward model ca-rm-v1 (``rm``): 0.86
+# absolute (0.90 on the length-controlled items), 0.81 pairwise with position consistency
+# 1.00, where the holistic grades of the local LLMs were at chance on the length-controlled
+# items and answered pairwise questions by position; it is also the fastest. One model as
+# both reward and evaluation judge cannot show reward hacking: the learning benchmark
+# (benchmarks/learning.py) therefore reports a second judge beside it.
+# Agreement: Qwen2.5-Coder-0.5B's P(agree) separates the labels (AUC 0.80 with
+# agreement-v2) but sits below 0.5, so its threshold is the one fitted on the labelled set
+# (0.32; 0.75 accuracy when fitted and tested on different halves).
 # The rubric is the criterion's default wording unless the spec names one.
 DEFAULT_JUDGES = {
-    "reward": "smollm2?dtype=bfloat16&mode=expected",
-    "evaluation": "smollm2?dtype=bfloat16&mode=expected",
+    "reward": "rm",
+    "evaluation": "rm",
     "agreement": "qwen2.5-coder-0.5b?dtype=bfloat16&mode=expected&threshold=0.32",
 }
 _JUDGE_OPTIONS = (

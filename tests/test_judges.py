@@ -480,7 +480,8 @@ def test_default_judges_on_labelled_items():
     from benchmarks.judge_quality import load_agreement_items, load_items
 
     judge = load_judge("default", role="reward")
-    assert judge.describe()["rubric"] == "ca-v2" and judge.mode == "expected"
+    assert judge.describe()["mode"] == "reward-model"
+    assert load_judge("default", role="evaluation").describe() == judge.describe()
     refusal = "You are both idiots and I refuse to waste more time on this. Do whatever you want."
     items = [i for i in load_items() if i["flaw"] == "hostile"][:3]
     plans = judge.score_batch([JudgeRequest(i["scenario"], i["better"]) for i in items])
