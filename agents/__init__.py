@@ -1,7 +1,7 @@
 """Agents: policies that turn an observation into an utterance.
 
 Scripted baselines live in :mod:`agents.scripted`, LLM negotiators in :mod:`agents.llm`
-(over the backends in :mod:`agents.backends`); any plain function is an agent too.
+(over the backends in :mod:`llm`); any plain function is an agent too.
 """
 
 from agents.base import Agent, BatchAgent, NegotiationAgent, act_batch, agent_name

@@ -6,7 +6,7 @@ sample: the paper's dialogue settings (temperature 0.7, top-p 0.95) for turns an
 greedy setting (temperature 0.1) for the final resolution. It works unchanged with either
 backend, for one observation or a batch:
 
->>> from agents.backends.transformers_backend import TransformersBackend   # doctest: +SKIP
+>>> from llm.transformers_backend import TransformersBackend   # doctest: +SKIP
 >>> agent = LLMAgent(TransformersBackend("smollm2"))                       # doctest: +SKIP
 >>> utterances = agent.act_batch([observation_a, observation_b])          # doctest: +SKIP
 """
@@ -15,9 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents.backends.base import Generation, GenerationSettings, LLMBackend
 from agents.base import NegotiationAgent, Observation
-from negotiation_env.backend_interface import CUT_TURN_POLICIES, end_at_sentence, token_decoder
+from llm.interface import (
+    CUT_TURN_POLICIES,
+    Generation,
+    GenerationSettings,
+    LLMBackend,
+    end_at_sentence,
+    token_decoder,
+)
 
 DIALOGUE_SETTINGS = GenerationSettings(max_new_tokens=160, temperature=0.7, top_p=0.95)
 SUMMARY_SETTINGS = GenerationSettings(max_new_tokens=256, temperature=0.1, top_p=0.95)

@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
+from llm.specs import load_backend
 from negotiation_env.jsonl import DataFileError, read_jsonl, write_text_atomic
 from negotiation_env.judges import MarkerAgreementDetector
 from negotiation_env.judges.base import AgreementRequest, JudgeRequest
@@ -643,7 +643,7 @@ def judge_spec_runs(
     specs: list[str], kinds: list[str], items: list[dict], cache_path: str, save: Any, report: dict
 ) -> None:
     """Measure judges as users build them from specs (checklist, rm, ensembles, LLMs)."""
-    from agents.specs import load_judge, with_option
+    from negotiation_env.judges.specs import load_judge, with_option
 
     for spec in specs:
         judge = load_judge(with_option(spec, "judge_cache", cache_path), criterion="ca")
@@ -720,7 +720,8 @@ def attack_runs(
     args: argparse.Namespace, items: list[dict], cache: Any, save: Any, report: dict
 ) -> None:
     """Each injection suite against each judge, with its defence and without (flag only)."""
-    from agents.specs import is_llm_spec, load_judge, with_option
+    from llm.specs import is_llm_spec
+    from negotiation_env.judges.specs import load_judge, with_option
 
     attack_items = [i for i in items if i["length_controlled"]][: args.attack_items]
     for spec in args.adversarial:
@@ -759,8 +760,8 @@ def attack_runs(
 
 def fit_checklist_step(args: argparse.Namespace) -> dict[str, Any]:
     """Calibrate a checklist judge's items on the fitting items and write the checklist."""
-    from agents.specs import load_judge
     from negotiation_env.judges.checklist import checklist_to_yaml, fit_checklist
+    from negotiation_env.judges.specs import load_judge
 
     judge = load_judge(args.fit_checklist)
     if not hasattr(judge, "checklist"):

@@ -105,9 +105,9 @@ def evaluate(args: argparse.Namespace, config: Any, specs: dict[str, str]) -> An
 def second_judging(suite: Any, spec: str, specs: dict[str, str], out: Path) -> list[dict]:
     """Every negotiated resolution judged by ``spec`` (absolute, and pairwise against the
     untrained policy); resumable: records already in the file are kept."""
-    from agents.specs import load_judge, with_option
     from negotiation_env.judges.base import JudgeRequest, judge_safely
     from negotiation_env.judges.pairwise import PairwiseRequest
+    from negotiation_env.judges.specs import load_judge, with_option
 
     path = out / SECOND_JUDGE_FILE
     done = read_jsonl_records(path) if path.is_file() else []

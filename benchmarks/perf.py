@@ -124,7 +124,7 @@ def env_steps_per_second(episodes: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------- rollout
 def settings(max_new_tokens: int) -> tuple[Any, Any]:
-    from agents.backends.base import GenerationSettings
+    from llm.interface import GenerationSettings
 
     return (
         GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.95, seed=0),
@@ -136,8 +136,8 @@ def batched_rollout(
     backend: Any, dialogues: int, max_turns: int, max_new_tokens: int
 ) -> dict[str, float]:
     """G dialogues on one scenario, every round generated in one call (the trainer's rollout)."""
+    from llm.interface import prefix_caching
     from negotiation_env import NegotiationConfig
-    from negotiation_env.backend_interface import prefix_caching
     from negotiation_env.vector import VectorNegotiationEnv
     from trainers.rollout import play_dialogues
 
@@ -223,7 +223,7 @@ class GenerateBackend:
 
     @torch.inference_mode()
     def generate(self, conversations: Any, settings: Any) -> list[Any]:
-        from agents.backends.base import Generation
+        from llm.interface import Generation
 
         tokenizer, stop = self.inner.tokenizer, set(self.inner.stop_token_ids)
         tokenizer.padding_side = "left"
@@ -379,7 +379,7 @@ def training_throughput(
     of negotiator_0) and hands out length-bucketed micro-batches; ``compare_split`` also
     times the same batch on TRL's plain split. ``timer`` replaces :func:`_timed_step`."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from agents.models import resolve_model
+    from llm.models import resolve_model
     from negotiation_env.judges import AgreementDecision
 
     if kind == "selfplay":
@@ -589,7 +589,7 @@ def peak_memory(stage: str, dialogues: int, max_new_tokens: int) -> float:
         "from benchmarks import perf\n"
         f"stage, n, t = {stage!r}, {dialogues}, {max_new_tokens}\n"
         "if stage == 'rollout':\n"
-        "    from agents.specs import load_backend\n"
+        "    from llm.specs import load_backend\n"
         "    perf.batched_rollout(load_backend(perf.FP32), n, 4, t)\n"
         "else:\n"
         "    perf.training_throughput('selfplay', n, t, False, Path(tempfile.mkdtemp()))\n"
@@ -758,7 +758,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         training_figures(sequences, tokens, args.quick, out, report)
         return report
 
-    from agents.specs import load_backend
+    from llm.specs import load_backend
 
     def load(spec: str) -> Any:
         model = load_backend(spec)

@@ -43,22 +43,18 @@ from typing import Any
 
 import numpy as np
 
-from agents import act_batch
-from agents.specs import (
-    is_llm_spec,
-    load_agent,
-    load_agreement_detector,
-    load_judge,
-    split_spec,
-    with_option,
-)
+from agents.rollout import act_by_seat, round_progress
+from agents.specs import check_agent_spec, load_agent
 from benchmarks.machine import describe_machine, machine_line
 from benchmarks.metrics import efficiency, score_summary, win_rates
-from negotiation_env import NegotiationConfig
-from negotiation_env.backend_interface import GenerationSettings
+from llm.interface import GenerationSettings
+from llm.specs import is_llm_spec, split_spec
+from negotiation_env import AGENTS, NegotiationConfig
+from negotiation_env.direct import direct_messages
 from negotiation_env.jsonl import append_jsonl, read_jsonl_records, write_text_atomic
 from negotiation_env.judges.base import JudgeRequest, judge_safely
 from negotiation_env.judges.pairwise import PairwiseRequest
+from negotiation_env.judges.specs import load_agreement_detector, load_judge, with_option
 from negotiation_env.scenarios import ScenarioBank
 from negotiation_env.vector import VectorNegotiationEnv
 
@@ -172,6 +168,8 @@ class Suite:
         bank: ScenarioBank | None = None,
     ):
         self.config = config
+        for spec in agent_list(config):  # every spec now, before any model is loaded
+            check_agent_spec(spec)
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.bank = bank or ScenarioBank.default()
@@ -262,7 +260,7 @@ class Suite:
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            from agents.models import resolve_model
+            from llm.models import resolve_model
 
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
         return sum(len(self._tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
@@ -296,11 +294,11 @@ class Suite:
                 observer=observer,
             )
             env.reset(todo)
-            while not env.done:
-                pending = env.pending()
-                utterances = act_batch(agent, [observation for _, _, observation in pending])
-                env.step(
-                    {index: text for (index, _, _), text in zip(pending, utterances, strict=True)}
+            label = f"{name} seed {seed} {decoding}: {len(todo)} dialogues"
+            with round_progress(env, label) as after_round:
+                env.play(
+                    lambda pending, agent=agent: act_by_seat(dict.fromkeys(AGENTS, agent), pending),
+                    after_round,
                 )
             records = []
             for negotiation, info in zip(env.negotiations, env.infos(), strict=True):
@@ -341,8 +339,6 @@ class Suite:
 
     # ------------------------------------------------------------------ direct answers
     def answer_directly(self) -> None:
-        from trainers.single_agent import direct_messages
-
         done = {
             (r["agent"], r["seed"], r["decoding"], r["scenario_id"])
             for r in self._records("records.jsonl")
@@ -358,8 +354,9 @@ class Suite:
                 continue
             agent = self._agent(agent_spec, decoding, seed)
             scenarios = [self.bank.get(s) for s in todo]
+            words = self.config.negotiation_config().summary_word_limit  # as in a dialogue
             generations = agent.backend.generate(
-                [direct_messages(s) for s in scenarios], agent.summary
+                [direct_messages(s, words) for s in scenarios], agent.summary
             )
             judgements = judge_safely(
                 self.judge,

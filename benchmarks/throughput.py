@@ -15,11 +15,11 @@ import json
 import sys
 import time
 
-from agents.backends.base import GenerationSettings
 from agents.llm import LLMAgent
 from agents.rollout import play_episode, play_episodes, seed_everything
-from agents.specs import load_backend
 from benchmarks.machine import describe_machine, machine_line
+from llm.interface import GenerationSettings
+from llm.specs import load_backend
 from negotiation_env import raw_env
 from negotiation_env.jsonl import write_text_atomic
 

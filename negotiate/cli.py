@@ -11,8 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from llm.interface import BackendError
 from negotiate import bench, judge, models, play, scenarios, serve, train
-from negotiation_env.backend_interface import BackendError
 
 SUBCOMMANDS = (play, scenarios, models, serve, judge, train, bench)
 
@@ -30,7 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(commands)
+    for subcommand in commands.choices.values():
+        subcommand.formatter_class = _DefaultsFormatter
     return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's default in ``--help`` (paths, host, port ...), unless its help says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or action.default in (None, False, argparse.SUPPRESS, [], "")
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

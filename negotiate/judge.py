@@ -11,20 +11,31 @@ may replace the three. Each output line repeats the input and adds:
   (probability that a is better, combined over both orders), ``position_consistent``;
 - both: ``judge`` (model, mode, rubric) and ``injection`` (signals found in the text).
 
-Results are appended as each batch finishes; rerunning with the same output skips the
-lines already done, so an interrupted run resumes where it stopped.
+Each output line also names its ``input_line`` (the line number in the input) and the
+``criterion``. Results are appended as each batch finishes, and the file is sorted by input
+line at the end. Rerunning with the same output resumes: lines already judged by the same
+judge are kept, lines whose judgement failed are judged again (their failed records are
+dropped), and an output written by a different judge is refused rather than mixed or
+overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from agents.specs import load_judge
-from negotiation_env.jsonl import DataFileError, append_jsonl, read_jsonl, read_jsonl_records
+from negotiation_env.jsonl import (
+    DataFileError,
+    append_jsonl,
+    read_jsonl,
+    read_jsonl_records,
+    write_jsonl,
+)
 from negotiation_env.judges.base import JudgeRequest
 from negotiation_env.judges.pairwise import PairwiseRequest
+from negotiation_env.judges.specs import load_judge
 from negotiation_env.scenarios import Dilemma, Persona, PersonaPair, Scenario, ScenarioBank
 from negotiation_env.transcript import Turn
 
@@ -119,27 +130,64 @@ def _transcript(record: dict[str, Any], path: str, line: int) -> tuple[Turn, ...
     raise DataFileError(path, line, "transcript", "expected a string or a list of turns")
 
 
+def _judged(record: dict[str, Any], pairwise: bool) -> bool:
+    return record.get("preferred" if pairwise else "score") is not None
+
+
+def previous_results(
+    args: argparse.Namespace, lines: list[tuple[int, dict]], judge_description: dict
+) -> dict[int, dict[str, Any]]:
+    """The records of ``args.output`` worth keeping, by input line: those the same judge
+    judged successfully. A record by another judge (or criterion, or kind) is an error."""
+    try:
+        records = read_jsonl_records(args.output)
+    except FileNotFoundError:
+        return {}
+    numbers = [n for n, _ in lines]
+    kept = {}
+    for position, record in enumerate(records):
+        line = record.get("input_line", numbers[position] if position < len(numbers) else None)
+        same = (
+            record.get("judge") == judge_description
+            and record.get("criterion", args.criterion) == args.criterion
+            and ("preferred" in record) == args.pairwise
+        )
+        if not same:
+            raise ValueError(
+                f"{args.output}: line {position + 1} was written by another judge, criterion "
+                f"or kind ({record.get('judge')}); write to another --output (this one is "
+                "left as it is)"
+            )
+        if line not in numbers:
+            raise ValueError(
+                f"{args.output}: line {position + 1} refers to input line {line}, which "
+                f"{args.input} does not have: a different input?"
+            )
+        if _judged(record, args.pairwise):
+            kept[line] = record
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     lines = list(read_jsonl(args.input))  # validates JSON first: fail before any judging
-    done = 0
-    try:
-        done = len(read_jsonl_records(args.output))
-    except FileNotFoundError:
-        pass
-    if done > len(lines):
-        raise ValueError(
-            f"{args.output} has {done} lines but {args.input} only {len(lines)}: a different input?"
-        )
     judge = load_judge(args.judge, criterion=args.criterion)
     describe = getattr(
         judge, "describe", lambda: {"model": judge.name, "mode": "rule", "rubric": judge.name}
     )
+    if args.pairwise and not hasattr(judge, "compare_batch"):
+        raise ValueError(f"judge {args.judge!r} cannot compare pairs; use an LLM judge")
+    kept = previous_results(args, lines, describe())
+    output = Path(args.output)
+    if output.exists():  # keep the good records; failed ones are judged again below
+        write_jsonl([kept[n] for n, _ in lines if n in kept], output)
+    todo = [(n, r) for n, r in lines if n not in kept]
     failures = 0
-    for start in range(done, len(lines), args.batch_size):
-        batch = lines[start : start + args.batch_size]
+    for start in range(0, len(todo), args.batch_size):
+        batch = todo[start : start + args.batch_size]
         outputs = []
+        common = {"criterion": args.criterion, "judge": describe()}
         if args.pairwise:
             requests = [
                 PairwiseRequest(
@@ -149,16 +197,15 @@ def run(args: argparse.Namespace) -> int:
                 )
                 for n, r in batch
             ]
-            if not hasattr(judge, "compare_batch"):
-                raise ValueError(f"judge {args.judge!r} cannot compare pairs; use an LLM judge")
-            for (_, record), result in zip(batch, judge.compare_batch(requests), strict=True):
+            for (n, record), result in zip(batch, judge.compare_batch(requests), strict=True):
                 outputs.append(
                     {
                         **record,
+                        "input_line": n,
                         "preferred": result.preferred,
                         "p_a": result.p_a,
                         "position_consistent": result.position_consistent,
-                        "judge": describe(),
+                        **common,
                         "injection": result.details.get("injection"),
                         **({"error": result.error} if result.error else {}),
                     }
@@ -173,20 +220,24 @@ def run(args: argparse.Namespace) -> int:
                 )
                 for n, r in batch
             ]
-            for (_, record), result in zip(batch, judge.score_batch(requests), strict=True):
+            for (n, record), result in zip(batch, judge.score_batch(requests), strict=True):
                 outputs.append(
                     {
                         **record,
+                        "input_line": n,
                         "score": result.score,
-                        "judge": describe(),
+                        **common,
                         "injection": result.details.get("injection"),
                         **({"error": result.error} if result.error else {}),
                     }
                 )
                 failures += result.score is None
-        append_jsonl(outputs, args.output)
-        print(f"judged {start + len(batch)}/{len(lines)}", file=sys.stderr)
+        append_jsonl(outputs, output)
+        print(f"judged {start + len(batch)}/{len(todo)}", file=sys.stderr)
+    results = read_jsonl_records(output) if output.exists() else []
+    write_jsonl(sorted(results, key=lambda r: r["input_line"]), output)
     print(
-        f"{len(lines) - done} lines judged ({done} already done), {failures} failed; results in {args.output}"
+        f"{len(todo)} lines judged ({len(kept)} kept from before), {failures} failed; "
+        f"results in {args.output}"
     )
     return 0 if failures == 0 else 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agents.models import REGISTRY, ModelFetchError, cache_dir, fetch_model, is_fetched, model_path
+from llm.models import REGISTRY, ModelFetchError, cache_dir, fetch_model, is_fetched, model_path
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

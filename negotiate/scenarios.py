@@ -9,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from agents.specs import load_text_generator
+from llm.specs import load_text_generator
 from negotiate.common import add_data_arguments, load_bank
 from negotiation_env.scenarios import CATEGORIES, ScenarioBank, find_near_duplicates
 from negotiation_env.scenarios.generation import generate_dilemmas, generate_pairs, write_generation

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 
-from agents.serve import MAX_CONNECTIONS, SOCKET_TIMEOUT, serve_forever
-from agents.specs import load_backend
+from llm.serve import (
+    MAX_BATCH_SIZE,
+    MAX_CONNECTIONS,
+    MAX_REQUEST_BYTES,
+    MAX_TOKENS,
+    SOCKET_TIMEOUT,
+    serve_forever,
+)
+from llm.specs import load_backend
 
 API_KEY_ENV = "NEGOTIATION_SERVE_API_KEY"
 
@@ -26,7 +33,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="interface to listen on (default: loopback only; 0.0.0.0 exposes the server, "
         "so give it an --api-key)",
     )
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV) or None,
@@ -47,6 +54,26 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=MAX_CONNECTIONS,
         help=f"connections served at once; more get HTTP 503 (default {MAX_CONNECTIONS})",
     )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=MAX_TOKENS,
+        help="most new tokens a request may ask for; more gets HTTP 400 (default "
+        f"{MAX_TOKENS}, and never above the model's context)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_REQUEST_BYTES,
+        help=f"largest request body; larger gets HTTP 413 (default {MAX_REQUEST_BYTES})",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=MAX_BATCH_SIZE,
+        help="concurrent requests answered by one batched generation, at most "
+        f"(default {MAX_BATCH_SIZE})",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     parser.set_defaults(run=run)
 
@@ -62,5 +89,8 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         socket_timeout=args.timeout,
         max_connections=args.max_connections,
+        max_tokens=args.max_tokens,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_size=args.max_batch_size,
     )
     return 0

@@ -10,7 +10,16 @@ import gymnasium
 import pettingzoo
 
 from negotiation_env.env import ENV_ID, env, parallel_env, raw_env
-from negotiation_env.protocol import AGENTS, Negotiation, NegotiationConfig, PromptTemplates
+from negotiation_env.protocol import (
+    AGENTS,
+    EpisodeOver,
+    Mode,
+    Need,
+    Negotiation,
+    NegotiationConfig,
+    Phase,
+    PromptTemplates,
+)
 from negotiation_env.scenarios import Scenario, ScenarioBank
 
 SINGLE_AGENT_ENV_ID = "negotiation/PersonaNegotiationSingle-v0"
@@ -24,8 +33,12 @@ gymnasium.register(
 __all__ = [
     "AGENTS",
     "ENV_ID",
+    "EpisodeOver",
+    "Mode",
+    "Need",
     "Negotiation",
     "NegotiationConfig",
+    "Phase",
     "PromptTemplates",
     "Scenario",
     "SINGLE_AGENT_ENV_ID",

@@ -23,7 +23,8 @@ judge scores it. Both negotiators receive that score: the objective is cooperati
 import negotiation_env, pettingzoo
 env = pettingzoo.make("aec", "negotiation/persona_negotiation-v0",
                       mode="evaluation", max_turns=7, context_turns=2, split="train",
-                      judge=None, agreement_detector=None, scenarios=None, render_mode=None)
+                      judge="default", agreement_detector=None, scenarios=None,
+                      render_mode=None)
 ```
 
 Every field of :class:`~negotiation_env.protocol.NegotiationConfig` is a keyword argument
@@ -32,9 +33,14 @@ Every field of :class:`~negotiation_env.protocol.NegotiationConfig` is a keyword
 `max_utterance_chars`, `turn_word_limit`, `summary_word_limit`, `agreement_marker`,
 `reveal_partner_persona`, `split`); or pass `config=NegotiationConfig(...)`.
 
-`judge`: what scores the resolution: an object with `score_batch(requests)`, or a function
-`f(scenario, transcript, resolution) -> float`. Default: the deterministic
-`KeywordRubricJudge` stand-in (a test double; pass an LLM judge for real numbers).
+`judge`: what scores the resolution. `"default"`: the measured default CA judge (the
+shipped reward model, loaded on the first judgement; `negotiate models fetch smollm2`
+first); any judge spec string (`"rm"`, `"checklist"`, `"ensemble:checklist+rm"`, an LLM
+spec; see `negotiation_env.judges.specs.load_judge`); an object with
+`score_batch(requests)`; or a function `f(scenario, transcript, resolution) -> float`.
+Default (None): **no judge**: resolutions are not scored, the reward is
+`judge_failure_reward` and `info["judgement"]["error"]` says that no judge is configured.
+`"keyword"` names the deterministic keyword test double, for tests only.
 
 `agreement_detector`: an object with `detect_batch(requests)` or a function
 `f(scenario, transcript) -> bool`. Default: `MarkerAgreementDetector`, which looks for
@@ -82,6 +88,17 @@ gives `no_agreement_reward` (0). If the judge returns no score (or raises), the 
 `judge_failure_reward` and `info["judge_failed"]` is True, with the reason in
 `info["judgement"]["error"]`.
 
+### After the episode
+
+When the episode ends, both agents are terminated; the AEC form expects each to be stepped
+once with `None` (PettingZoo's dead step; `env.agent_iter()` does this), after which
+`env.agents` is empty. From then on, in every form (AEC, `env()`, parallel, Gymnasium),
+`step()` with any action, and `last()`, raise `EpisodeOver` (a `RuntimeError` and a
+`ValueError`) saying to call `reset()`; so does a non-`None` action for a terminated agent.
+No action is silently dropped. In the parallel form, an action given for the agent that is
+not acting is ignored and reported as `info[agent]["ignored_action"]`, but it must still be
+a string or `None` (anything else is a `TypeError`).
+
 `info[agent]` always carries `scenario_id`, `phase`, `turn`, `agreement`,
 `rounds_to_agreement` (dialogue turns until agreement), the full `transcript`, the
 `resolution`, the `judgement` and every `agreement_checks` decision.
@@ -100,7 +117,14 @@ from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import wrappers
 
 from negotiation_env.judges import default_components, judge_safely
-from negotiation_env.protocol import AGENTS, Negotiation, NegotiationConfig, PromptTemplates
+from negotiation_env.protocol import (
+    AGENTS,
+    EpisodeOver,
+    Need,
+    Negotiation,
+    NegotiationConfig,
+    PromptTemplates,
+)
 from negotiation_env.render import render_transcript
 from negotiation_env.scenarios import Scenario, ScenarioBank
 from negotiation_env.spaces import UnicodeText
@@ -204,10 +228,10 @@ class _NegotiationEnvBase:
         """Apply one action and resolve what the protocol then needs (agreement, judgement)."""
         negotiation = self.negotiation
         negotiation.submit(agent, action)
-        if negotiation.needs == "agreement":
+        if negotiation.needs == Need.AGREEMENT:
             decision = self.agreement_detector.detect_batch([negotiation.agreement_request()])
             negotiation.apply_agreement(decision[0])
-        if negotiation.needs == "judgement":
+        if negotiation.needs == Need.JUDGEMENT:
             negotiation.apply_judgement(judge_safely(self.judge, [negotiation.judge_request()])[0])
 
     # ------------------------------------------------------------------ observing
@@ -265,8 +289,15 @@ class raw_env(_NegotiationEnvBase, AECEnv):
         self.agent_selection = negotiation.speaker
 
     def step(self, action: Any) -> None:
+        if self.negotiation is None or not self.agents:
+            raise EpisodeOver("step() called on a finished or unstarted episode; call reset()")
         agent = self.agent_selection
         if self.terminations[agent] or self.truncations[agent]:
+            if action is not None:
+                raise EpisodeOver(
+                    f"the episode is over for {agent}: step it with None (PettingZoo's dead "
+                    "step, as env.agent_iter() expects) or call reset()"
+                )
             self._was_dead_step(action)
             return
         self._submit(agent, action)
@@ -284,6 +315,29 @@ class raw_env(_NegotiationEnvBase, AECEnv):
         self._accumulate_rewards()
         if self.render_mode == "human":
             self.render()
+
+    def last(self, observe: bool = True) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self.negotiation is None or not self.agents:
+            raise EpisodeOver(
+                "last() called on a finished or unstarted episode: no agent acts; the "
+                "episode's record is env.unwrapped.negotiation.summary_info(); call reset()"
+            )
+        return super().last(observe)
+
+    def sync_finished(self) -> None:
+        """Bring the PettingZoo bookkeeping (rewards, terminations, infos, the acting agent)
+        up to date after the episode was played outside :meth:`step`, by a
+        :class:`~negotiation_env.vector.VectorNegotiationEnv` that adopted this env
+        (``agents.play_episodes`` does this)."""
+        negotiation = self.negotiation
+        if negotiation.done:
+            reward = negotiation.reward()
+            self.rewards = {a: reward for a in self.agents}
+            self._cumulative_rewards = dict(self.rewards)
+            self.terminations = {a: True for a in self.agents}
+        else:
+            self.agent_selection = negotiation.speaker
+        self.infos = {a: self._info(a) for a in self.agents}
 
 
 class parallel_env(_NegotiationEnvBase, ParallelEnv):
@@ -322,10 +376,19 @@ class parallel_env(_NegotiationEnvBase, ParallelEnv):
         check_actions(actions)
         negotiation = self.negotiation
         if negotiation is None or not self.agents:
-            raise RuntimeError("step() called on a finished or unstarted episode; call reset()")
+            raise EpisodeOver("step() called on a finished or unstarted episode; call reset()")
         actor = negotiation.speaker
         if actor not in actions:
             raise KeyError(f"no action for {actor}, whose turn it is (phase {negotiation.phase})")
+        for agent, action in actions.items():
+            if agent not in self.possible_agents:
+                raise KeyError(f"actions: {agent!r} is not an agent; agents are {self.agents}")
+            if agent != actor and action is not None and not isinstance(action, str):
+                # ignored, but a bad action is a bug in the caller: say so
+                raise TypeError(
+                    f"action of {agent} must be a str (the utterance) or None, got "
+                    f"{type(action).__name__}"
+                )
         self._submit(actor, actions[actor])
         agents = self.agents
         observations = {a: self.observe(a) for a in agents}
@@ -355,4 +418,20 @@ def check_actions(actions: Any) -> None:
 
 def env(**kwargs: Any) -> AECEnv:
     """The AEC environment with PettingZoo's order-enforcing wrapper (see the module docstring)."""
-    return wrappers.OrderEnforcingWrapper(raw_env(**kwargs))
+    return _OrderEnforcing(raw_env(**kwargs))
+
+
+class _OrderEnforcing(wrappers.OrderEnforcingWrapper):
+    """PettingZoo's order enforcement, except that stepping a finished episode raises
+    :class:`EpisodeOver` (PettingZoo's wrapper only logs a warning and drops the action, so
+    an action would be lost without a trace), as the raw, parallel and Gymnasium forms do."""
+
+    def step(self, action: Any) -> None:
+        if self._has_reset and not self.agents:
+            raise EpisodeOver("step() called on a finished episode; call reset()")
+        super().step(action)
+
+    def last(self, observe: bool = True) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        if self._has_reset and not self.agents:
+            return self.unwrapped.last(observe)  # raises EpisodeOver, with what to do
+        return super().last(observe)

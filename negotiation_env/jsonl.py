@@ -116,6 +116,13 @@ def _parsed(line: str) -> dict[str, Any]:
     try:
         record = json.loads(line, object_pairs_hook=_marking_duplicates, parse_constant=_NonFinite)
     except json.JSONDecodeError as decode_error:
+        end = len(line.rstrip())
+        if decode_error.pos >= end and line.lstrip()[:1] in ("{", "["):
+            raise _BadLine(
+                None,
+                f"not valid JSON: the line ends at column {end} before its record is "
+                "closed (a missing '}' or ']', or a string left open)",
+            ) from None
         raise _BadLine(
             None, f"not valid JSON ({decode_error.msg} at column {decode_error.colno})"
         ) from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from negotiation_env.judges.base import AgreementDecision, AgreementRequest, Judgement, JudgeRequest
@@ -31,9 +32,46 @@ from negotiation_env.spaces import make_utf8_safe
 from negotiation_env.transcript import Turn, format_transcript
 
 AGENTS = ("negotiator_0", "negotiator_1")
-MODES = ("training", "evaluation")
-PHASES = ("dialogue", "summary", "done")
+
+
+class _Named(str, Enum):
+    """A fixed set of names that compare equal to (and print as) their plain strings, so
+    records and configs keep writing ``"dialogue"`` while the code names each value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Mode(_Named):
+    """What happens when the turns run out without agreement."""
+
+    TRAINING = "training"  # the episode ends with no_agreement_reward and no resolution
+    EVALUATION = "evaluation"  # a resolution is written and judged anyway
+
+
+class Phase(_Named):
+    """Where an episode is: talking, writing the joint resolution, or over."""
+
+    DIALOGUE = "dialogue"
+    SUMMARY = "summary"
+    DONE = "done"
+
+
+class Need(_Named):
+    """What the caller must supply before an episode can continue (``Negotiation.needs``)."""
+
+    AGREEMENT = "agreement"  # an AgreementDecision for the last turn
+    JUDGEMENT = "judgement"  # a Judgement of the resolution
+
+
+MODES = tuple(m.value for m in Mode)
+PHASES = tuple(p.value for p in Phase)
 DEFAULT_AGREEMENT_MARKER = "[AGREE]"
+
+
+class EpisodeOver(RuntimeError, ValueError):
+    """An action for an episode that is over (or not started): every API of the env raises
+    it, naming what to do. It is a ValueError too, as PettingZoo's own dead-step check is."""
 
 
 def partner_of(agent: str) -> str:
@@ -199,16 +237,15 @@ class Negotiation:
         self.config = config
         self.prompts = prompts or PromptTemplates()
         self.turns: list[Turn] = []
-        self.phase = "dialogue"
+        self.phase = Phase.DIALOGUE
         self.speaker = config.first_speaker
         self.agreed = False
         self.rounds_to_agreement: int | None = None
         self.resolution: Turn | None = None
         self.judgement: Judgement | None = None
         self.agreement_checks: list[AgreementDecision] = []
-        # What the caller must supply before the episode can continue: None,
-        # "agreement" (an AgreementDecision for the last turn) or "judgement".
-        self.needs: str | None = None
+        # What the caller must supply before the episode can continue (None: an action).
+        self.needs: Need | None = None
 
     # ------------------------------------------------------------------ identities
     def persona(self, agent: str) -> Persona:
@@ -216,15 +253,15 @@ class Negotiation:
 
     @property
     def done(self) -> bool:
-        return self.phase == "done"
+        return self.phase == Phase.DONE
 
     # ------------------------------------------------------------------ acting
     def submit(self, agent: str, action: Any) -> Turn:
         """Record the acting agent's utterance (dialogue) or resolution (summary)."""
         if self.needs is not None:
             raise RuntimeError(f"the episode is waiting for a {self.needs}, not for an action")
-        if self.phase == "done":
-            raise RuntimeError("the episode is over; call reset()")
+        if self.phase == Phase.DONE:
+            raise EpisodeOver("the episode is over; call reset()")
         if agent != self.speaker:
             raise RuntimeError(f"it is {self.speaker}'s turn, not {agent}'s")
         if not isinstance(action, str):
@@ -232,15 +269,15 @@ class Negotiation:
                 f"action of {agent} must be a str (the utterance), got {type(action).__name__}"
             )
         text, flags = self.clean(action)
-        kind = "summary" if self.phase == "summary" else "dialogue"
+        kind = Phase.SUMMARY.value if self.phase == Phase.SUMMARY else Phase.DIALOGUE.value
         turn = Turn(len(self.turns), agent, self.persona(agent).name, text, kind, flags)
-        if kind == "summary":
+        if kind == Phase.SUMMARY:
             self.resolution = turn
-            self.needs = "judgement"
+            self.needs = Need.JUDGEMENT
             return turn
         self.turns.append(turn)
         if len(self.turns) >= self.config.min_turns_for_agreement:
-            self.needs = "agreement"
+            self.needs = Need.AGREEMENT
         else:
             self._continue_dialogue()
         return turn
@@ -265,7 +302,7 @@ class Negotiation:
         return AgreementRequest(self.scenario, tuple(self.turns))
 
     def apply_agreement(self, decision: AgreementDecision) -> None:
-        if self.needs != "agreement":
+        if self.needs != Need.AGREEMENT:
             raise RuntimeError("no agreement check is pending")
         self.needs = None
         self.agreement_checks.append(decision)
@@ -278,15 +315,15 @@ class Negotiation:
 
     def _continue_dialogue(self) -> None:
         if len(self.turns) >= self.config.max_turns:
-            if self.config.mode == "training":
-                self.phase = "done"  # the paper's rule: no agreement, no summary, reward 0
+            if self.config.mode == Mode.TRAINING:
+                self.phase = Phase.DONE  # the paper's rule: no agreement, no summary, reward 0
             else:
                 self._start_summary()
         else:
             self.speaker = partner_of(self.speaker)
 
     def _start_summary(self) -> None:
-        self.phase = "summary"
+        self.phase = Phase.SUMMARY
         self.speaker = self.config.summarizer
 
     def judge_request(self) -> JudgeRequest:
@@ -295,15 +332,20 @@ class Negotiation:
         return JudgeRequest(self.scenario, self.resolution.text, tuple(self.turns))
 
     def apply_judgement(self, judgement: Judgement) -> None:
-        if self.needs != "judgement":
+        if self.needs != Need.JUDGEMENT:
             raise RuntimeError("no judgement is pending")
         self.needs = None
         self.judgement = judgement
-        self.phase = "done"
+        self.phase = Phase.DONE
+
+    @property
+    def judge_failed(self) -> bool:
+        """The resolution was judged and the judge returned no score."""
+        return self.judgement is not None and self.judgement.score is None
 
     def reward(self) -> float:
         """The terminal reward both negotiators receive (0 before the end)."""
-        if self.phase != "done":
+        if self.phase != Phase.DONE:
             return 0.0
         if self.resolution is None:
             return self.config.no_agreement_reward
@@ -314,7 +356,7 @@ class Negotiation:
     # ------------------------------------------------------------------ observing
     def messages(self, agent: str) -> list[dict[str, str]]:
         """The chat an LLM in ``agent``'s seat would continue now."""
-        if self.phase == "summary" and agent == self.speaker:
+        if self.phase == Phase.SUMMARY and agent == self.speaker:
             return self._summary_messages(agent)
         return self._dialogue_messages(agent)
 
@@ -390,7 +432,7 @@ class Negotiation:
             "messages": tuple(
                 {"role": m["role"], "content": m["content"]} for m in self.messages(agent)
             ),
-            "phase": self.phase,
+            "phase": self.phase.value,
             "turn": len(self.turns),
             "acting": int(not self.done and self.speaker == agent),
             "scenario_id": self.scenario.id,
@@ -405,13 +447,13 @@ class Negotiation:
         """What ``info`` carries about the episode so far (JSON-serialisable)."""
         return {
             "scenario_id": self.scenario.id,
-            "phase": self.phase,
+            "phase": self.phase.value,
             "turn": len(self.turns),
             "agreement": self.agreed,
             "rounds_to_agreement": self.rounds_to_agreement,
             "transcript": [turn.to_record() for turn in self.turns],
             "resolution": self.resolution.text if self.resolution else None,
             "judgement": self.judgement.to_record() if self.judgement else None,
-            "judge_failed": bool(self.judgement and self.judgement.score is None),
+            "judge_failed": self.judge_failed,
             "agreement_checks": [d.to_record() for d in self.agreement_checks],
         }

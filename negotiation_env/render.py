@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from negotiation_env.protocol import AGENTS, Negotiation
+from negotiation_env.protocol import AGENTS, Negotiation, Phase
 
 _COLORS = {AGENTS[0]: "\033[36m", AGENTS[1]: "\033[35m", "bold": "\033[1m", "dim": "\033[2m"}
 _RESET = "\033[0m"
@@ -48,7 +48,7 @@ def render_transcript(negotiation: Negotiation, color: bool = False) -> str:
         lines.append(
             _paint(f"Agreement after {negotiation.rounds_to_agreement} turns.", "dim", color)
         )
-    elif negotiation.phase != "dialogue":
+    elif negotiation.phase != Phase.DIALOGUE:
         lines.append(_paint(f"No agreement after {len(negotiation.turns)} turns.", "dim", color))
     if negotiation.resolution is not None:
         lines.append("")

@@ -21,10 +21,22 @@ from typing import Any
 import gymnasium
 
 from negotiation_env.env import raw_env
-from negotiation_env.protocol import AGENTS, partner_of
+from negotiation_env.protocol import AGENTS, EpisodeOver, partner_of
 
 
 class SingleAgentNegotiationEnv(gymnasium.Env):
+    """The negotiation as a single-agent Gymnasium env.
+
+    ``learner``: the seat the RL code plays, ``negotiator_0`` by default, which opens the
+    dialogue and (as the default ``summarizer``) writes the joint resolution; pass
+    ``learner="negotiator_1"`` to learn the second seat. ``partner``: the agent in the other
+    seat, any callable ``observation -> str`` (a spec string such as ``"scripted:mediator"`` or
+    ``"smollm2"`` goes through ``agents.load_agent`` first: this package does not import the
+    agents package). Every other keyword argument is the multi-agent env's (``judge``,
+    ``max_turns``, ``mode``, ...); without ``judge`` resolutions are not scored (see
+    :mod:`negotiation_env.env`). After the episode ends, ``step`` raises ``EpisodeOver``.
+    """
+
     metadata = {"render_modes": ["human", "ansi"]}
 
     def __init__(
@@ -36,6 +48,11 @@ class SingleAgentNegotiationEnv(gymnasium.Env):
     ):
         if learner not in AGENTS:
             raise ValueError(f"learner must be one of {list(AGENTS)}, got {learner!r}")
+        if isinstance(partner, str):
+            raise TypeError(
+                f"partner: got the spec string {partner!r}; pass an agent, e.g. "
+                f"partner=agents.load_agent({partner!r})"
+            )
         if not callable(partner):
             raise TypeError(f"partner must be a callable agent, got {type(partner).__name__}")
         self.partner = partner
@@ -66,7 +83,7 @@ class SingleAgentNegotiationEnv(gymnasium.Env):
     def step(self, action: str) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         env = self.negotiation_env
         if env.negotiation is None or env.negotiation.done:
-            raise RuntimeError("step() called on a finished episode; call reset()")
+            raise EpisodeOver("step() called on a finished episode; call reset()")
         env.step(action)
         self._play_partner()
         negotiation = env.negotiation

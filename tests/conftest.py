@@ -27,7 +27,7 @@ def smollm2():
     """The embedded default model (fetched once into the model cache, then shared).
     ``NEGOTIATION_TEST_BACKEND`` names another backend spec: the CUDA check runs these tests
     with ``smollm2?dtype=float32`` (the backend's default dtype on CUDA is bf16)."""
-    from agents.specs import load_backend
+    from llm.specs import load_backend
 
     return load_backend(os.environ.get("NEGOTIATION_TEST_BACKEND", "smollm2"))
 

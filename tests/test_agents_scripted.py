@@ -19,7 +19,9 @@ SCENARIO = "int-010/privacy_vs_safety"
 
 def episode(first, second, **settings):
     return play_episode(
-        raw_env(**settings), {"negotiator_0": first, "negotiator_1": second}, scenario=SCENARIO
+        raw_env(judge="keyword", **settings),  # the test double, named
+        {"negotiator_0": first, "negotiator_1": second},
+        scenario=SCENARIO,
     )
 
 

@@ -175,3 +175,20 @@ def test_report_files_are_replaced_atomically(tmp_path):
         write_report({**results, "command": "bench \udc80"}, tmp_path)
     assert (tmp_path / "results.md").read_text() == markdown
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("scripted:medaitor", "unknown scripted agent 'medaitor'"),
+        ("smollm2?temprature=0.3", "unknown option"),
+        ("hf:./no/such/model", "no model folder"),
+        ("openai:just-a-model", "openai:MODEL@URL"),
+        ("no_such_module_xyz:agent", "cannot import"),
+    ],
+)
+def test_every_agent_spec_is_checked_before_anything_runs(tmp_path, bad, message):
+    config = quick(tmp_path, agents=["scripted:mediator", bad])
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        Suite(config)
+    assert not (tmp_path / "records.jsonl").exists()

@@ -3,7 +3,7 @@
 import pytest
 
 from agents.llm import LLMAgent
-from negotiation_env.backend_interface import Generation, GenerationSettings, end_at_sentence
+from llm.interface import Generation, GenerationSettings, end_at_sentence
 from trainers.config import TrainConfig
 
 

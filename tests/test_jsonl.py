@@ -65,6 +65,13 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
     assert list(read_jsonl(path)) == [(1, {"a": 1}), (2, {"a": 2})]
 
 
+def test_a_missing_closing_brace_is_named_as_such(tmp_path):
+    error = read_error(tmp_path / "d.jsonl", b'{"a": 1}\n{"text": "fine", "n": 2\n')
+    assert error.line == 2
+    assert "ends at column 23 before its record is closed" in str(error)
+    assert "missing '}'" in str(error)
+
+
 def test_deeply_nested_json_is_an_error_not_a_recursion_error(tmp_path):
     depth = 100_000
     data = b'{"a": 1}\n{"deep": ' + b"[" * depth + b"]" * depth + b"}\n"

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from llm.interface import BackendError, Generation, LogprobsUnavailable
 from negotiation_env import raw_env
-from negotiation_env.backend_interface import BackendError, Generation
 from negotiation_env.judges.base import AgreementRequest, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache
 from negotiation_env.judges.llm import LLMAgreementDetector, LLMJudge, PairwiseRequest
@@ -62,7 +62,7 @@ class ScriptedJudgeBackend:
     def next_token_logprobs(self, conversations, candidates, assistant_prefix=""):
         self.calls.append(("logprobs", len(conversations), assistant_prefix))
         if not self.logprobs:
-            raise BackendError("the server does not provide token log-probabilities")
+            raise LogprobsUnavailable("the server does not provide token log-probabilities")
         rows = []
         for conversation in conversations:
             texts = self._resolutions(conversation)
@@ -183,7 +183,7 @@ def test_expected_score_matches_a_direct_forward_pass_on_a_tiny_random_model(ban
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from agents.backends.transformers_backend import TransformersBackend
+    from llm.transformers_backend import TransformersBackend
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -238,6 +238,20 @@ def test_auto_mode_falls_back_to_parsing_when_there_are_no_logprobs(bank):
     strict = LLMJudge(ScriptedJudgeBackend(lambda t: 4, logprobs=False), mode="expected")
     failed = strict.score_batch(requests(bank, "Plan."))[0]
     assert failed.score is None and "log-probabilities" in failed.error
+
+
+def test_auto_mode_falls_back_by_error_type_not_by_message(bank):
+    class Failing(ScriptedJudgeBackend):
+        """Test double: its log-probability call fails for another reason whose message
+        happens to mention log-probabilities."""
+
+        def next_token_logprobs(self, conversations, candidates, assistant_prefix=""):
+            raise BackendError("timed out while reading log-probabilities")
+
+    backend = Failing(lambda t: 4, answer="Score: 2")
+    judgement = LLMJudge(backend, mode="auto").score_batch(requests(bank, "Plan."))[0]
+    assert judgement.score is None and "timed out" in judgement.error
+    assert not any(call[0] == "generate" for call in backend.calls)  # no silent re-asking
 
 
 def test_penalize_policy_lowers_flagged_resolutions(bank):
@@ -354,8 +368,8 @@ def test_agreement_detector_failure_means_not_agreed_with_the_reason(bank):
 
 # ---------------------------------------------------------------------------- real servers
 def test_judge_over_http_falls_back_to_parsing_and_reports_server_failures(bank):
-    from agents.backends.openai_backend import OpenAIBackend
-    from agents.serve import ChatCompletionServer
+    from llm.openai_backend import OpenAIBackend
+    from llm.serve import ChatCompletionServer
 
     with ChatCompletionServer(ScriptedJudgeBackend(lambda t: 3, answer="Score: 4")) as server:
         remote = OpenAIBackend(server.url, "scripted", max_retries=0, timeout=10)
@@ -409,10 +423,25 @@ def test_cli_judge_absolute_resumes_and_pairwise_reports_both_orders(tmp_path, s
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["resolution"] for r in records] == [line["resolution"] for line in lines]
     assert all(isinstance(r["score"], float) and r["judge"]["rubric"] for r in records)
+    assert [r["input_line"] for r in records] == [1, 2]
     again = run("--judge", "rule")
     assert (
-        "0 lines judged (2 already done)" in again.stdout and len(out.read_text().splitlines()) == 2
+        "0 lines judged (2 kept from before)" in again.stdout
+        and len(out.read_text().splitlines()) == 2
     )
+    # a failed line (score null) is judged again; the good one is kept
+    records[0].update(score=None, error="timed out")
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    retried = run("--judge", "rule")
+    assert "1 lines judged (1 kept from before), 0 failed" in retried.stdout, retried.stdout
+    after = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["input_line"] for r in after] == [1, 2] and after[0]["score"] is not None
+    assert "error" not in after[0]
+    # another judge does not mix its results into this file, nor overwrite it
+    before = out.read_text()
+    other = run("--judge", "rule", "--criterion", "conflict")
+    assert other.returncode == 2 and "written by another judge" in other.stderr
+    assert out.read_text() == before
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(
@@ -476,8 +505,8 @@ def test_default_judges_on_labelled_items():
     """The measured defaults (see docs/judges.md), on a handful of labelled items: the CA
     judge ranks real plans above a hostile refusal, and the agreement detector gives explicit
     acceptances a higher P(agree) than polite disagreements."""
-    from agents.specs import load_agreement_detector, load_judge
     from benchmarks.judge_quality import load_agreement_items, load_items
+    from negotiation_env.judges.specs import load_agreement_detector, load_judge
 
     judge = load_judge("default", role="reward")
     assert judge.describe()["mode"] == "reward-model"

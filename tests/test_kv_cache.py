@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicCache
 
-from agents.backends.kv_cache import (
+from llm.kv_cache import (
     PrefixStore,
     ReservedLayer,
     cache_from_blocks,

@@ -7,11 +7,12 @@ import sys
 import pytest
 
 from agents import load_agent, play_episode
-from agents.backends.base import Generation, GenerationSettings
 from agents.llm import LLMAgent
 from agents.rollout import play_episodes
-from agents.serve import ChatCompletionServer
-from agents.specs import AgentSpecError, load_backend, load_text_generator
+from agents.specs import AgentSpecError
+from llm.interface import Generation, GenerationSettings
+from llm.serve import ChatCompletionServer
+from llm.specs import load_backend, load_text_generator
 from negotiation_env import raw_env
 
 SCENARIO = "pro-001/cost_vs_quality"
@@ -87,8 +88,35 @@ def test_llm_specs_share_backends_and_apply_options(smollm2):
         0.1,
         4,
     )
-    with pytest.raises(AgentSpecError, match="unknown backend option"):
+    with pytest.raises(AgentSpecError, match="unknown option"):
         load_agent("smollm2?colour=blue")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("smollm2?temperature=hot", "option temperature must be a number, got 'hot'"),
+        ("smollm2?top_k=2.5", "option top_k must be a whole number"),
+        ("smollm2?temperature=-1", "temperature: must be >= 0"),
+        ("smollm2?temprature=0.3", "sampling options: \\['temperature'"),
+        ("smollm2?temprature=0.3", "backend options: \\['adapter'"),
+        ("smollm2?a&&b", "malformed options after '\\?'"),
+    ],
+)
+def test_bad_agent_options_are_one_clear_error_naming_the_spec(spec, message):
+    with pytest.raises(AgentSpecError, match=message) as error:
+        load_agent(spec)
+    assert str(error.value).startswith(repr(spec)[:-1].split("?")[0])
+
+
+def test_a_missing_model_folder_or_adapter_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model folder at ./no/such/model"):
+        load_agent("hf:./no/such/model")
+    with pytest.raises(FileNotFoundError, match=f"adapter: no folder at {tmp_path / 'gone'}"):
+        load_agent(f"smollm2?adapter={tmp_path / 'gone'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no adapter_config.json"):
+        load_agent(f"smollm2?adapter={tmp_path / 'empty'}")
     with pytest.raises(AgentSpecError, match="openai:MODEL@URL"):
         load_backend("openai:just-a-model")
 

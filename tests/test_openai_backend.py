@@ -20,9 +20,15 @@ from typing import Any
 
 import pytest
 
-from agents.backends.base import BackendError, Generation, GenerationSettings, LLMBackend
-from agents.backends.openai_backend import SHOWN_BODY_CHARS, OpenAIBackend
-from agents.serve import ChatCompletionServer
+from llm.interface import (
+    BackendError,
+    Generation,
+    GenerationSettings,
+    LLMBackend,
+    LogprobsUnavailable,
+)
+from llm.openai_backend import SHOWN_BODY_CHARS, OpenAIBackend
+from llm.serve import ChatCompletionServer
 
 KEY_ENV = "NEGOTIATION_TEST_API_KEY"
 FAKE_KEY = "sk-test-0123456789abcdef"
@@ -665,7 +671,7 @@ def test_next_token_logprobs_asks_for_one_greedy_token_with_top_logprobs(fault_s
 @pytest.mark.parametrize("step", ["no-logprobs", "ok"])  # none at all; no top_logprobs
 def test_next_token_logprobs_without_server_top_logprobs_raises_at_once(fault_server, step):
     server = fault_server(step)
-    with pytest.raises(BackendError, match="does not provide token log-probabilities"):
+    with pytest.raises(LogprobsUnavailable, match="does not provide token log-probabilities"):
         client(server.url).next_token_logprobs([user("rate")], ["1", "2"])
     assert server.attempts == 1
 

@@ -104,7 +104,8 @@ def test_ensemble_needs_two_judges_and_valid_weights():
 
 
 def test_ensemble_spec_builds_each_member(scenario):
-    from agents.specs import AgentSpecError, load_judge, split_ensemble, with_option
+    from agents.specs import AgentSpecError
+    from negotiation_env.judges.specs import load_judge, split_ensemble, with_option
 
     assert split_ensemble("ensemble:checklist+rm") == ["checklist", "rm"]
     assert split_ensemble("checklist") is None

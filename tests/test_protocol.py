@@ -19,7 +19,7 @@ def say(env, text):
 
 
 def test_agreement_ends_the_dialogue_early_and_triggers_the_summary():
-    env = raw_env(max_turns=7)
+    env = raw_env(max_turns=7, judge="keyword")
     env.reset(options={"scenario": SCENARIO})
     say(env, "I propose a pilot.")
     say(env, "Fine with me. [AGREE]")
@@ -41,7 +41,7 @@ def test_marker_before_both_parties_spoke_does_not_count():
 
 def test_turn_limit_triggers_summary_in_evaluation_mode():
     record = play_episode(
-        raw_env(mode="evaluation", max_turns=4),
+        raw_env(mode="evaluation", max_turns=4, judge="keyword"),
         seats(StubbornAgent(), StubbornAgent()),
         scenario=SCENARIO,
     )
@@ -57,7 +57,7 @@ def test_training_mode_without_agreement_gives_zero_and_no_summary():
 
 
 def test_training_mode_with_agreement_is_judged():
-    env = raw_env(mode="training")
+    env = raw_env(mode="training", judge="keyword")
     record = play_episode(env, seats(MediatorAgent(), ConcedingAgent()), scenario=SCENARIO)
     assert record["agreement"] and record["reward"] > 0
 
@@ -254,7 +254,7 @@ def test_unknown_config_key_is_an_error_naming_it():
 
 
 def test_parallel_env_uses_only_the_acting_agents_action():
-    env = negotiation_env.parallel_env()
+    env = negotiation_env.parallel_env(judge="keyword")
     observations, _ = env.reset(options={"scenario": SCENARIO})
     assert (
         observations["negotiator_0"]["acting"] == 1 and observations["negotiator_1"]["acting"] == 0
@@ -271,3 +271,23 @@ def test_parallel_env_uses_only_the_acting_agents_action():
         {"negotiator_0": "We pilot for 30 days and both review."}
     )
     assert all(terminations.values()) and rewards["negotiator_0"] > 0 and env.agents == []
+
+
+def test_without_a_judge_no_reward_looks_real_and_info_says_why():
+    env = raw_env(judge_failure_reward=0.0)
+    with pytest.warns(UserWarning, match="no judge configured"):
+        record = play_episode(env, seats(MediatorAgent(), ConcedingAgent()), scenario=SCENARIO)
+    assert record["agreement"] and record["resolution"]
+    assert record["reward"] == 0.0 and record["judge_failed"]
+    assert record["judgement"]["score"] is None
+    assert "no judge configured" in record["judgement"]["error"]
+    assert "judge='default'" in record["judgement"]["error"]
+
+
+def test_a_judge_spec_is_loaded_on_first_use_and_a_bad_one_fails_at_once():
+    env = raw_env(judge="default")
+    assert env.judge._judge is None and env.judge.name == "default"  # nothing loaded yet
+    with pytest.raises(ValueError):
+        raw_env(judge="rm?bad&&=")
+    keyword = raw_env(judge="keyword").judge
+    assert isinstance(keyword, KeywordRubricJudge)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -24,7 +26,7 @@ def python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
 
 
-def test_quickstart_runs_as_written(tmp_path):
+def test_quickstart_runs_as_written(tmp_path, smollm2):
     quickstart = README.split("## Quickstart", 1)[1]
     code = python_blocks(quickstart)[0]
     completed = subprocess.run(
@@ -32,7 +34,10 @@ def test_quickstart_runs_as_written(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr
     assert "Resolution by" in completed.stdout
-    assert re.search(r"reward \d\.\d+ agreement True after 2 turns", completed.stdout)
+    # scored by the real default judge, named in the printout
+    assert re.search(
+        r"CA \d\.\d\d / 5 by rm:smollm2\+ca-rm-v1\S*; agreement True", completed.stdout
+    )
 
 
 def test_llm_agents_example_runs_as_written(tmp_path, smollm2):
@@ -75,11 +80,14 @@ def test_play_prints_transcript_and_appends_a_record(tmp_path):
             "scripted:conceding",
             "--seed",
             str(seed),
+            "--judge",
+            "keyword",
             "--out",
             str(out),
         )
         assert completed.returncode == 0, completed.stderr
         assert "Turn 1" in completed.stdout and "reward" in completed.stdout
+        assert "by judge keyword-rubric-v1 (--judge keyword)" in completed.stdout
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2
     assert records[0]["agent_specs"] == {
@@ -103,11 +111,14 @@ def test_play_with_a_user_function_and_explicit_scenario(tmp_path):
         "eve-005/mercy_vs_accountability",
         "--mode",
         "training",
+        "--judge",
+        "none",
         "--quiet",
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.startswith(
-        "eve-005/mercy_vs_accountability: reward 0.00, agreement False, turns 7"
+        "eve-005/mercy_vs_accountability: reward 0.00 (no resolution to judge), "
+        "agreement False, turns 7"
     )
 
 
@@ -149,3 +160,16 @@ def test_scenarios_commands(tmp_path):
     bad.write_text('{"id": "x", "category": "everyday", "title": "t"}\n')
     failed = run_cli("scenarios", "validate", "--dilemmas", str(bad))
     assert failed.returncode == 2 and f"{bad}:1: field 'text': missing" in failed.stderr
+
+
+def test_help_shows_each_options_default(capsys):
+    from negotiate.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: results/bench)" in text and "(default: default)" in text
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default 8000)" in text and "(default: loopback only" in text

@@ -89,7 +89,7 @@ def test_authored_flaws_pair_against_both_good_texts(sources):
 
 @pytest.mark.slow
 def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
-    from agents.backends.reward_backend import RewardModelBackend, read_metadata
+    from llm.reward_backend import RewardModelBackend, read_metadata
     from trainers.reward_model import RewardModelRecipe, train_reward_model
 
     recipe = RewardModelRecipe(
@@ -113,9 +113,9 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
 
 @pytest.mark.slow
 def test_shipped_reward_model_prefers_the_good_resolution(scenario):
-    from agents.specs import load_judge
     from negotiation_env.judges.base import JudgeRequest
     from negotiation_env.judges.pairwise import PairwiseRequest
+    from negotiation_env.judges.specs import load_judge
 
     judge = load_judge("rm")
     good = (

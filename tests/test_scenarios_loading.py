@@ -104,6 +104,14 @@ def test_bad_persona_fields_are_named(tmp_path, change, field, words):
     assert (error.line, error.field) == (2, field) and words in str(error)
 
 
+@pytest.mark.parametrize("tension", ["cost versus quality", "cost vs ", "a vs b vs c"])
+def test_a_tension_not_of_the_form_x_vs_y_is_named(tmp_path, tension):
+    personas = load_personas(write(tmp_path / "p.jsonl", [PERSONA_A, PERSONA_B]))
+    pair = {"id": "x", "tension": tension, "persona_a": "a", "persona_b": "b"}
+    error = error_of(load_pairs, write(tmp_path / "pairs.jsonl", [pair]), personas)
+    assert error.field == "tension" and "'X vs Y'" in str(error)
+
+
 def test_a_slash_in_a_pair_id_is_rejected(tmp_path):
     personas = load_personas(write(tmp_path / "p.jsonl", [PERSONA_A, PERSONA_B]))
     pair = {"id": "a/b", "tension": "a vs b", "persona_a": "a", "persona_b": "b"}
@@ -154,7 +162,10 @@ def test_every_field_at_its_bound_keeps_observations_in_the_declared_space(tmp_p
     ]
     pair = {
         "id": "p" * records.MAX_ID_CHARS,
-        "tension": "x" * records.MAX_NAME_CHARS,
+        # the longest tension allowed, in the 'X vs Y' form
+        "tension": "x" * ((records.MAX_NAME_CHARS - 4) // 2)
+        + " vs "
+        + "y" * (records.MAX_NAME_CHARS - 4 - (records.MAX_NAME_CHARS - 4) // 2),
         "persona_a": "a" * records.MAX_ID_CHARS,
         "persona_b": "b" * records.MAX_ID_CHARS,
         "split": "test",

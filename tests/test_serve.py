@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from agents.backends.base import (
+from llm.interface import (
     ContextLengthError,
     GenerationCancelled,
     GenerationSettings,
 )
-from agents.backends.openai_backend import OpenAIBackend
-from agents.backends.transformers_backend import TransformersBackend
-from agents.serve import ChatCompletionServer, exposure_warning
+from llm.openai_backend import OpenAIBackend
+from llm.serve import ChatCompletionServer, exposure_warning
+from llm.transformers_backend import TransformersBackend
 from tests.test_openai_backend import CannedBackend, user
 
 GUARD_SECONDS = 60  # only against a hang: every wait below ends long before when all is well
@@ -110,7 +110,7 @@ def post(url: str, body: dict[str, Any], key: str | None = None) -> tuple[int, d
 
 
 def test_a_client_that_disconnects_cancels_its_generation(tiny):
-    with ChatCompletionServer(tiny) as server:
+    with ChatCompletionServer(tiny, max_tokens=8000) as server:
         leaving = connect(server)
         leaving.sendall(request_bytes({"messages": user("talk forever"), "max_tokens": 8000}))
         assert tiny.started.wait(GUARD_SECONDS)
@@ -210,3 +210,160 @@ def test_listening_beyond_loopback_without_a_key_is_warned_about(host):
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "localhost"])
 def test_loopback_without_a_key_is_not_warned_about(host):
     assert exposure_warning(host, api_key=None) is None
+
+
+def raw_post(server: ChatCompletionServer, data: bytes) -> bytes:
+    """POST ``data`` as the body, byte for byte; the whole answer."""
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    )
+    connection = connect(server)
+    try:
+        connection.sendall(head.encode() + data)
+        return read_all(connection)
+    finally:
+        connection.close()
+
+
+def status_and_message(answer: bytes) -> tuple[int, str]:
+    status = int(answer.split(b" ", 2)[1])
+    return status, json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["message"]
+
+
+def test_max_tokens_beyond_the_servers_limit_gets_400_and_the_server_serves_on():
+    with ChatCompletionServer(CannedBackend(), max_tokens=256) as server:
+        status, payload = post(server.url, {"messages": user("hi"), "max_tokens": 100_000})
+        after, _ = post(server.url, {"messages": user("hi"), "max_tokens": 256})
+    assert status == 400
+    assert payload["error"]["message"] == "max_tokens: expected an integer in [1, 256], got 100000"
+    assert after == 200
+
+
+def test_the_limit_on_max_tokens_is_never_above_the_models_context(tiny):
+    tiny.model.config.max_position_embeddings = 64
+    with ChatCompletionServer(tiny, max_tokens=4096) as server:
+        assert server.max_tokens == 64
+        status, payload = post(server.url, {"messages": user("hi"), "max_tokens": 65})
+    assert status == 400 and "[1, 64]" in payload["error"]["message"]
+    assert not tiny.started.is_set()  # refused before the model was asked anything
+
+
+def test_a_lone_surrogate_gets_400_naming_the_field_and_the_server_serves_on():
+    backend = CannedBackend()
+    with ChatCompletionServer(backend) as server:
+        body = b'{"messages": [{"role": "user", "content": "hi \\ud800 there"}]}'
+        status, message = status_and_message(raw_post(server, body))
+        stop = b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["\\udfff"]}'
+        stop_status, stop_message = status_and_message(raw_post(server, stop))
+        after, payload = post(server.url, {"messages": user("hi")})
+    assert status == 400 and message.startswith("messages[0].content: a lone surrogate")
+    assert stop_status == 400 and stop_message.startswith("stop[0]: a lone surrogate")
+    assert after == 200 and payload["choices"][0]["message"]["content"] == "reply to: hi"
+    assert len(backend.settings_seen) == 1  # the bad requests never reached the backend
+
+
+def test_deeply_nested_json_gets_400_and_the_server_serves_on():
+    with ChatCompletionServer(CannedBackend()) as server:
+        nested = b"[" * 500_000 + b"]" * 500_000  # 1 MB
+        status, message = status_and_message(raw_post(server, nested))
+        after, _ = post(server.url, {"messages": user("hi")})
+    assert status == 400 and "nested too deeply" in message
+    assert after == 200
+
+
+def test_a_body_over_the_limit_gets_413_and_the_server_serves_on():
+    with ChatCompletionServer(CannedBackend(), max_body_bytes=1000) as server:
+        answer = raw_post(server, json.dumps({"messages": user("x" * 2000)}).encode())
+        after, _ = post(server.url, {"messages": user("hi")})
+    status, message = status_and_message(answer)
+    assert status == 413 and "limit of 1000" in message and "--max-body-bytes" in message
+    assert after == 200
+
+
+class GatedBackend(CannedBackend):
+    """Test double: the first generation waits for ``gate``, so that requests queue behind
+    it; records the number of conversations in each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.busy = threading.Event(), threading.Event()
+        self.batch_sizes: list[int] = []
+
+    def generate(self, conversations, settings):
+        self.batch_sizes.append(len(conversations))
+        self.busy.set()
+        assert self.gate.wait(GUARD_SECONDS)
+        return super().generate(conversations, settings)
+
+
+def test_requests_that_arrive_while_the_backend_is_busy_are_answered_in_one_batch():
+    backend = GatedBackend()
+    results: dict[str, Any] = {}
+
+    def ask(name: str, **fields: Any) -> None:
+        results[name] = post(server.url, {"messages": user(name), **fields})
+
+    with ChatCompletionServer(backend) as server:
+        first = threading.Thread(target=ask, args=("first",))
+        first.start()
+        assert backend.busy.wait(GUARD_SECONDS)
+        waiting = [threading.Thread(target=ask, args=(f"q{i}",)) for i in range(3)]
+        waiting.append(threading.Thread(target=ask, args=("other",), kwargs={"temperature": 0.0}))
+        for thread in waiting:
+            thread.start()
+        for _ in range(GUARD_SECONDS * 20):  # until all four wait in the queue
+            with server._jobs_changed:
+                if len(server._jobs) == 4:
+                    break
+            time.sleep(0.05)
+        backend.gate.set()
+        for thread in [first, *waiting]:
+            thread.join(GUARD_SECONDS)
+    # the first alone; then the three with the same settings together; then the other
+    assert backend.batch_sizes == [1, 3, 1]
+    for name in ("first", "q0", "q1", "q2", "other"):
+        status, payload = results[name]
+        assert status == 200 and payload["choices"][0]["message"]["content"] == f"reply to: {name}"
+
+
+def test_a_failing_request_in_a_batch_does_not_fail_the_others(tiny):
+    tiny.model.config.max_position_embeddings = 64
+    results: dict[str, Any] = {}
+    with ChatCompletionServer(tiny, max_tokens=4) as server:
+        threads = [
+            threading.Thread(
+                target=lambda n=name, t=text: results.__setitem__(
+                    n, post(server.url, {"messages": user(t), "max_tokens": 4, "temperature": 0})
+                )
+            )
+            for name, text in (("long", "word " * 100), ("short", "hi"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(GUARD_SECONDS)
+    assert results["long"][0] == 400 and results["short"][0] == 200
+
+
+def test_top_logprobs_of_the_first_position_come_from_the_model(tiny):
+    body = {
+        "messages": user("rate it"),
+        "max_tokens": 1,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 5,
+    }
+    with ChatCompletionServer(tiny) as server:
+        status, payload = post(server.url, body)
+        first = payload["choices"][0]["logprobs"]["content"][0]
+        top = first["top_logprobs"]
+        # a judge's client without the candidates extension can now rank its candidates
+        client = OpenAIBackend(server.url, "m", max_retries=0)
+        [scores] = client.next_token_logprobs([user("rate it")], [top[0]["token"], top[1]["token"]])
+    assert status == 200 and len(top) == 5
+    values = [entry["logprob"] for entry in top]
+    assert values == sorted(values, reverse=True) and values[0] <= 0.0
+    # greedy: the one token generated is the most likely one
+    assert payload["choices"][0]["message"]["content"] == top[0]["token"].strip()
+    assert scores[top[0]["token"]] == pytest.approx(values[0], abs=1e-4)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.backends.kv_cache import cache_from_blocks, plain_layers
-from agents.backends.shared_prefix import (
+from llm.kv_cache import cache_from_blocks, plain_layers
+from llm.shared_prefix import (
     SharedPrefixLayout,
     plan_groups,
     shared_prefix_attention,

@@ -19,10 +19,11 @@ from trainers.common import (
     mark_complete,
     remove_incomplete_checkpoints,
     rotate_checkpoints,
+    write_samples,
 )
 from trainers.config import TrainConfig
 from trainers.rollout import DialogueOutcome, TurnSample, to_grpo_samples
-from trainers.selfplay import build_trainer, save_final, write_samples
+from trainers.selfplay import build_trainer, save_final
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 SCENARIOS = ["pro-001/cost_vs_quality", "int-010/privacy_vs_safety"]
@@ -120,8 +121,8 @@ def test_group_shares_one_scenario_and_samples_are_exactly_the_sampled_turns(
     config = tiny_config(tiny_model_dir, tmp_path, **{"env.mode": "evaluation"})
     trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
     inputs = prepared(trainer, config)
-    rollout = trainer.negotiation_rollout
-    outcomes = rollout.last_outcomes
+    rollout = trainer.rollout
+    outcomes = rollout.last.outcomes
     assert [o.scenario_id for o in outcomes] == [SCENARIOS[0]] * 2 + [SCENARIOS[1]] * 2
     # every trained sample's prompt is the observation that turn was sampled from
     for outcome in outcomes:
@@ -182,7 +183,7 @@ def test_masked_tokens_get_exactly_zero_gradient_and_loss_matches_dapo(tiny_mode
             for r in [
                 *[
                     o.reward
-                    for o in trainer.negotiation_rollout.last_outcomes
+                    for o in trainer.rollout.last.outcomes
                     for _ in range(config.turns_per_dialogue())
                 ]
             ]
@@ -237,7 +238,7 @@ def test_no_agreement_in_training_gives_zero_reward_but_stays_in_the_group(
     )  # training mode, marker detector: random text never agrees
     trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=None)
     inputs = prepared(trainer, config)
-    outcomes = trainer.negotiation_rollout.last_outcomes
+    outcomes = trainer.rollout.last.outcomes
     assert all(
         o.reward == 0.0 and not o.info["agreement"] and o.info["resolution"] is None
         for o in outcomes
@@ -257,7 +258,7 @@ def test_full_self_play_trains_both_seats_under_their_own_prompts(tiny_model_dir
     )
     trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
     prepared(trainer, config)
-    for outcome in trainer.negotiation_rollout.last_outcomes:
+    for outcome in trainer.rollout.last.outcomes:
         assert [s.seat for s in outcome.samples] == ["negotiator_0", "negotiator_1"]
         names = [trainer.processing_class.decode(s.prompt_ids) for s in outcome.samples]
         a, b = (outcome.info["transcript"][i]["speaker_name"] for i in (0, 1))
@@ -288,7 +289,7 @@ class RudeUnlessModeratedBackend:
         self.always_rude = always_rude
 
     def generate(self, conversations, settings):
-        from negotiation_env.backend_interface import Generation
+        from llm.interface import Generation
 
         generations = []
         for conversation in conversations:
@@ -311,8 +312,8 @@ def never_agree(scenario, transcript):
 
 @pytest.mark.parametrize("always_rude", [False, True])
 def test_observer_in_training_replaces_blocked_turns_and_shapes_the_reward(always_rude):
+    from llm.interface import GenerationSettings
     from negotiation_env import NegotiationConfig
-    from negotiation_env.backend_interface import GenerationSettings
     from negotiation_env.scenarios import ScenarioBank
     from negotiation_env.vector import VectorNegotiationEnv
     from trainers.rollout import play_dialogues
@@ -446,7 +447,7 @@ class CutOffBackend:
     TURN = "We split the rent evenly. And then the"
 
     def generate(self, conversations, settings):
-        from negotiation_env.backend_interface import Generation
+        from llm.interface import Generation
 
         generations = []
         for conversation in conversations:
@@ -460,8 +461,8 @@ class CutOffBackend:
 
 @pytest.mark.parametrize("policy", ["sentence", "keep"])
 def test_cut_turns_are_ended_after_a_sentence_in_text_and_trained_tokens(policy):
+    from llm.interface import GenerationSettings
     from negotiation_env import NegotiationConfig
-    from negotiation_env.backend_interface import GenerationSettings
     from negotiation_env.vector import VectorNegotiationEnv
     from trainers.rollout import play_dialogues
     from trainers.selfplay import dialogue_stats

@@ -91,6 +91,12 @@ def test_two_steps_with_the_embedded_model_and_default_judge_then_resume(tmp_pat
     assert list((out / "samples").glob("step_*.txt"))
     config = (out / "train_config.yaml").read_text()
     assert "judge: default" in config
+    # the console shows our progress line, never the metrics dictionaries, which go to
+    # metrics.jsonl whole
+    assert "{'loss'" not in first.stdout and "'learning_rate'" not in first.stdout
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2]
+    assert all("negotiation/agreement_rate" in r for r in logged if "loss" in r)
 
     resumed = subprocess.run(
         [

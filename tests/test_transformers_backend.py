@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from agents.backends.base import BackendError, GenerationSettings
-from agents.backends.transformers_backend import TransformersBackend
+from llm.interface import BackendError, GenerationSettings
+from llm.transformers_backend import TransformersBackend
 from tests.conftest import chat
 
 QUESTIONS = [

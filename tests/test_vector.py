@@ -96,3 +96,25 @@ def test_bad_input_is_rejected():
     vec.reset([SCENARIO])
     with pytest.raises(TypeError, match="must be a str"):
         vec.step({0: 7})
+
+
+def test_a_fixed_number_of_envs_is_kept_by_every_reset():
+    vec = VectorNegotiationEnv(3, judge=KeywordRubricJudge())
+    vec.reset(seed=5)
+    drawn = [n.scenario.id for n in vec.negotiations]
+    assert len(drawn) == 3 and vec.num_envs == 3
+    vec.reset(seed=5)
+    assert [n.scenario.id for n in vec.negotiations] == drawn  # the seed replays the draw
+    with pytest.raises(ValueError, match="2 scenarios for 3 envs"):
+        vec.reset([SCENARIO, SCENARIO])
+    assert vec.num_envs == 3
+
+
+def test_without_num_envs_each_reset_sets_the_number_and_needs_scenarios():
+    vec = VectorNegotiationEnv(judge=KeywordRubricJudge())
+    with pytest.raises(ValueError, match="give the scenarios"):
+        vec.reset(seed=0)
+    vec.reset([SCENARIO] * 2)
+    assert len(vec.negotiations) == 2
+    vec.reset([SCENARIO] * 4)
+    assert len(vec.negotiations) == 4

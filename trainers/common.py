@@ -17,13 +17,16 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
+from negotiation_env.jsonl import write_jsonl, write_text_atomic
 from trainers.config import TrainConfig
+from trainers.rollout import DialogueOutcome, RolloutStats
 
 COMPLETE_MARKER = "COMPLETE"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -87,7 +90,7 @@ class CheckpointMixin:
 @contextlib.contextmanager
 def policy_backend(trainer: Any) -> Iterator[Any]:
     """The policy being trained, in eval mode, as an LLM backend for the rollout."""
-    from agents.backends.transformers_backend import TransformersBackend
+    from llm.transformers_backend import TransformersBackend
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     was_training = model.training
@@ -102,8 +105,8 @@ def load_policy(config: TrainConfig) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft LoraConfig or None) as the configuration asks."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from agents.backends.transformers_backend import pick_device, pick_dtype
-    from agents.models import resolve_model
+    from llm.models import resolve_model
+    from llm.transformers_backend import pick_device, pick_dtype
 
     device = pick_device(config.model.device)
     dtype = pick_dtype(config.model.dtype, device)
@@ -258,6 +261,23 @@ class ProgressCallback(TrainerCallback):
         print(" | ".join(parts), file=self.output, flush=True)
 
 
+class MetricsLog(TrainerCallback):
+    """Every logged metrics dictionary as one JSON line in ``OUTPUT_DIR/metrics.jsonl`` (step
+    and time added): the whole record of a run, beside TensorBoard, while the console shows
+    only :class:`ProgressCallback`'s line."""
+
+    def __init__(self, output_dir: str | Path):
+        self.path = Path(output_dir) / "metrics.jsonl"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "time": round(time.time(), 3), **logs}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     if seconds >= 3600:
@@ -268,19 +288,104 @@ def _duration(seconds: float) -> str:
 class StepTimer(TrainerCallback):
     """Logs ``time/step_seconds`` and ``time/training_seconds`` (the step minus its rollout)."""
 
-    def __init__(self, trainer_ref: list):
-        self.trainer_ref = trainer_ref
+    def __init__(self, trainer: Any):
+        self.trainer = trainer  # a NegotiationGRPOTrainer: its rollout says how long it took
         self.started = None
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        trainer = self.trainer_ref[0]
         seconds = time.perf_counter() - self.started
-        rollout = getattr(trainer, "_last_rollout_seconds", 0.0)
-        trainer._last_rollout_seconds = 0.0
+        rollout = self.trainer.rollout.take_seconds()
         push_metrics(
-            trainer,
+            self.trainer,
             {"time/step_seconds": seconds, "time/training_seconds": max(seconds - rollout, 0.0)},
         )
+
+
+# ---------------------------------------------------------------------------- rollouts
+@dataclass
+class RolloutResult:
+    """What one call of a rollout produced: the trainer logs it, tests read it."""
+
+    step: int
+    outcomes: list[DialogueOutcome]
+    stats: RolloutStats
+    seconds: float
+
+
+class Rollout:
+    """Base of the TRL ``rollout_func`` of both trainers. A subclass generates and scores
+    (:meth:`collect`); this base times the call, logs the step's metrics, writes sample
+    dialogues, and keeps the result (``last``) and the rollout time of the current step
+    (:meth:`take_seconds`, read by :class:`StepTimer`)."""
+
+    samples_per_dialogue: int = 1
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.last: RolloutResult | None = None
+        self._seconds = 0.0
+
+    def collect(
+        self, prompts: list[str], backend: Any, trainer: Any
+    ) -> tuple[dict[str, list[Any]], list[DialogueOutcome], RolloutStats, dict[str, float]]:
+        """(TRL rollout fields, outcomes, timing statistics, metrics to log) for ``prompts``."""
+        raise NotImplementedError
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
+        started = time.perf_counter()
+        with policy_backend(trainer) as backend:
+            fields, outcomes, stats, metrics = self.collect(
+                [str(p) for p in prompts], backend, trainer
+            )
+        seconds = time.perf_counter() - started
+        self._seconds += seconds
+        step = trainer.state.global_step
+        self.last = RolloutResult(step, outcomes, stats, seconds)
+        push_metrics(
+            trainer,
+            {
+                **metrics,
+                "time/generation_seconds": stats.generation_seconds,
+                "time/judge_seconds": stats.judging_seconds,
+                "time/rollout_seconds": seconds,
+                "rollout/generated_tokens_per_second": stats.generated_tokens
+                / max(stats.generation_seconds, 1e-9),
+            },
+        )
+        if step % max(self.config.run.logging_steps, 1) == 0:
+            write_samples(
+                self.config.run.output_dir, step, outcomes, self.config.run.sample_dialogues
+            )
+        return fields
+
+    def take_seconds(self) -> float:
+        """The seconds spent in rollouts since the last call (one training step's share)."""
+        seconds, self._seconds = self._seconds, 0.0
+        return seconds
+
+
+def write_samples(
+    output_dir: str | Path, step: int, outcomes: list[DialogueOutcome], count: int
+) -> None:
+    """A few dialogues of this step as readable text and as JSON lines (each file replaced
+    atomically: a kill while writing leaves no half file)."""
+    if count <= 0:
+        return
+    folder = Path(output_dir) / "samples"
+    chosen = outcomes[:count]
+    text = []
+    for outcome in chosen:
+        info = outcome.info
+        text.append(
+            f"=== {outcome.scenario_id}  reward={outcome.reward}  agreement={info['agreement']}\n"
+        )
+        text.extend(f"[{turn['speaker_name']}] {turn['text']}\n" for turn in info["transcript"])
+        text.append(f"[resolution] {info['resolution']}\n\n")
+    write_text_atomic(folder / f"step_{step:06d}.txt", "".join(text))
+    write_jsonl(
+        [{"scenario_id": o.scenario_id, "reward": o.reward, **o.info} for o in chosen],
+        folder / f"step_{step:06d}.jsonl",
+    )

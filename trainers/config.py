@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from negotiation_env.backend_interface import CUT_TURN_POLICIES
+from llm.interface import CUT_TURN_POLICIES
 from negotiation_env.protocol import NegotiationConfig, check_field_types
 
 SEAT_MODES = ("paper", "full")
@@ -110,7 +110,9 @@ class RolloutConfig:
 class RewardConfig:
     judge: str = field(
         default="default",
-        metadata={"help": "Judge spec for the CA reward (see agents.specs.load_judge)."},
+        metadata={
+            "help": "Judge spec for the CA reward (see negotiation_env.judges.specs.load_judge)."
+        },
     )
     criterion: str = field(default="ca", metadata={"help": "'ca' (paper) or 'conflict'."})
     agreement: str = field(
@@ -158,11 +160,12 @@ class OptimConfig:
     max_steps: int = field(
         default=1900, metadata={"help": "Optimisation steps (paper: about 1,900)."}
     )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches per step."}
-    )
     micro_batch_size: int = field(
-        default=0, metadata={"help": "Samples per forward/backward (0 = the whole step at once)."}
+        default=0,
+        metadata={
+            "help": "Samples per forward/backward (0 = the whole step at once); a step "
+            "accumulates the gradients of its samples / micro_batch_size micro-batches."
+        },
     )
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping."})

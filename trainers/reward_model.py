@@ -170,7 +170,7 @@ def train_reward_model(
     import torch
     from peft import get_peft_model
 
-    from agents.backends.reward_backend import METADATA_FILE, encode_for_reward, load_classifier
+    from llm.reward_backend import METADATA_FILE, encode_for_reward, load_classifier
     from negotiation_env.judges.reward_model import reward_conversation
     from negotiation_env.scenarios import ScenarioBank
 
@@ -299,7 +299,7 @@ def train_reward_model(
 
 def _measure(model: Any, tokenizer: Any, bank: Any, train_pairs, held_pairs) -> dict[str, Any]:
     """Rewards of the given training pairs' texts; accuracy on them and on held-out pairs."""
-    from agents.backends.reward_backend import RewardModelBackend
+    from llm.reward_backend import RewardModelBackend
     from negotiation_env.judges.reward_model import reward_conversation
 
     scorer = RewardModelBackend.from_objects(model, tokenizer)

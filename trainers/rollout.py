@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from negotiation_env.backend_interface import (
+from llm.interface import (
     CUT_TURN_POLICIES,
     Generation,
     GenerationSettings,
@@ -32,6 +32,7 @@ from negotiation_env.backend_interface import (
     prefix_caching,
     token_decoder,
 )
+from negotiation_env.protocol import Phase
 from negotiation_env.vector import VectorNegotiationEnv
 
 
@@ -85,7 +86,7 @@ def play_dialogues(
 
     A turn or resolution stopped by the token limit is ended after its last complete
     sentence when ``cut_turns`` is ``"sentence"`` (see
-    :func:`~negotiation_env.backend_interface.end_at_sentence`): the partner and the judge
+    :func:`~llm.interface.end_at_sentence`): the partner and the judge
     read the kept text, so a resolution is judged on what it says rather than on where the
     token budget fell, and a training sample holds only the kept tokens. ``"keep"`` passes
     cut texts on as they are. The backend reuses the prompt prefixes it has
@@ -100,51 +101,50 @@ def play_dialogues(
     tokens = [0] * len(scenario_ids)
     turns, clipped = [0] * len(scenario_ids), [0] * len(scenario_ids)
     decode = token_decoder(backend)
-    with prefix_caching([backend]):
-        while not vector_env.done:
-            pending = vector_env.pending()
-            actions: dict[int, str] = {}
-            for phase, settings in (("dialogue", dialogue), ("summary", summary)):
-                items = [(i, seat, obs) for i, seat, obs in pending if obs["phase"] == phase]
-                if not items:
-                    continue
-                started = time.perf_counter()
-                generations: list[Generation] = backend.generate(
-                    [list(obs["messages"]) for _, _, obs in items], settings
-                )
-                stats.generation_seconds += time.perf_counter() - started
-                stats.backend_calls += 1
-                for (index, seat, obs), generation in zip(items, generations, strict=True):
-                    tokens[index] += len(generation.token_ids)
-                    if phase == "dialogue":
-                        turns[index] += 1
-                        clipped[index] += generation.finish_reason == "length"
-                    if cut_turns == "sentence":
-                        generation = end_at_sentence(generation, decode)
-                    if phase == "dialogue" and seat in trained_seats:
-                        sample = TurnSample(
-                            seat,
-                            obs["turn"],
-                            list(generation.prompt_token_ids or []),
-                            list(generation.token_ids),
-                            list(generation.logprobs or []),
-                        )
-                        _keep_sample(samples[index], sample)
-                    actions[index] = generation.text
+
+    def act(pending: list[tuple[int, str, dict[str, Any]]]) -> dict[int, str]:
+        actions: dict[int, str] = {}
+        for phase, settings in ((Phase.DIALOGUE, dialogue), (Phase.SUMMARY, summary)):
+            items = [(i, seat, obs) for i, seat, obs in pending if obs["phase"] == phase]
+            if not items:
+                continue
             started = time.perf_counter()
-            vector_env.step(actions)
-            stats.judging_seconds += time.perf_counter() - started
+            generations: list[Generation] = backend.generate(
+                [list(obs["messages"]) for _, _, obs in items], settings
+            )
+            stats.generation_seconds += time.perf_counter() - started
+            stats.backend_calls += 1
+            for (index, seat, obs), generation in zip(items, generations, strict=True):
+                tokens[index] += len(generation.token_ids)
+                if phase == Phase.DIALOGUE:
+                    turns[index] += 1
+                    clipped[index] += generation.finish_reason == "length"
+                if cut_turns == "sentence":
+                    generation = end_at_sentence(generation, decode)
+                if phase == Phase.DIALOGUE and seat in trained_seats:
+                    sample = TurnSample(
+                        seat,
+                        obs["turn"],
+                        list(generation.prompt_token_ids or []),
+                        list(generation.token_ids),
+                        list(generation.logprobs or []),
+                    )
+                    _keep_sample(samples[index], sample)
+                actions[index] = generation.text
+        return actions
+
+    started = time.perf_counter()
+    with prefix_caching([backend]):
+        vector_env.play(act)
+    # what the env spent between generations: agreement checks and judging
+    stats.judging_seconds = time.perf_counter() - started - stats.generation_seconds
     stats.generated_tokens = sum(tokens)
     outcomes = []
     infos = vector_env.infos()
-    for index, negotiation in enumerate(vector_env.negotiations):
-        judgement = negotiation.judgement
-        failed = judgement is not None and judgement.score is None
-        reward = None if failed else negotiation.reward()
-        if reward is not None and vector_env.episodes:
-            # observer reward shaping: the trained seats' violation penalties
-            penalties = vector_env.episodes[index].penalties
-            reward -= sum(penalties.get(seat, 0.0) for seat in trained_seats)
+    rewards = vector_env.shaped_rewards(trained_seats)  # observer shaping included
+    for index, (negotiation, reward) in enumerate(
+        zip(vector_env.negotiations, rewards, strict=True)
+    ):
         outcomes.append(
             DialogueOutcome(
                 scenario_id=negotiation.scenario.id,

@@ -23,23 +23,17 @@ from typing import Any
 
 import yaml
 
-from negotiation_env.backend_interface import GenerationSettings
-from negotiation_env.jsonl import write_jsonl, write_text_atomic
+from llm.interface import GenerationSettings
+from negotiation_env.jsonl import write_text_atomic
 from negotiation_env.vector import VectorNegotiationEnv
-from trainers.buckets import LengthBucketMixin
 from trainers.common import (
-    CheckpointMixin,
-    ProgressCallback,
-    StepTimer,
+    Rollout,
     grpo_arguments,
     latest_complete_checkpoint,
     load_policy,
-    policy_backend,
-    push_metrics,
     remove_incomplete_checkpoints,
 )
 from trainers.config import TrainConfig
-from trainers.logprobs import CompletionLogProbMixin
 from trainers.rollout import DialogueOutcome, RolloutStats, play_dialogues, to_grpo_samples
 
 
@@ -116,30 +110,6 @@ def load_observer(spec: str, penalty: float) -> Any:
     return Observer.load(spec, **({"shaping_penalty": penalty} if penalty >= 0 else {}))
 
 
-def write_samples(
-    output_dir: str | Path, step: int, outcomes: list[DialogueOutcome], count: int
-) -> None:
-    """A few dialogues of this step as readable text and as JSON lines (each file replaced
-    atomically: a kill while writing leaves no half file)."""
-    if count <= 0:
-        return
-    folder = Path(output_dir) / "samples"
-    chosen = outcomes[:count]
-    text = []
-    for outcome in chosen:
-        info = outcome.info
-        text.append(
-            f"=== {outcome.scenario_id}  reward={outcome.reward}  agreement={info['agreement']}\n"
-        )
-        text.extend(f"[{turn['speaker_name']}] {turn['text']}\n" for turn in info["transcript"])
-        text.append(f"[resolution] {info['resolution']}\n\n")
-    write_text_atomic(folder / f"step_{step:06d}.txt", "".join(text))
-    write_jsonl(
-        [{"scenario_id": o.scenario_id, "reward": o.reward, **o.info} for o in chosen],
-        folder / f"step_{step:06d}.jsonl",
-    )
-
-
 def save_final(trainer: Any, final: Path) -> None:
     """Save the trained model (adapter or weights) and tokenizer as ``final``, atomically.
 
@@ -163,11 +133,11 @@ def save_final(trainer: Any, final: Path) -> None:
     shutil.rmtree(replaced, ignore_errors=True)
 
 
-class SelfPlayRollout:
+class SelfPlayRollout(Rollout):
     """TRL ``rollout_func``: plays the dialogues of the prompts it receives with the current policy."""
 
     def __init__(self, config: TrainConfig, judge: Any, agreement_detector: Any, bank: Any):
-        self.config = config
+        super().__init__(config)
         self.judge = judge
         self.bank = bank
         self.samples_per_dialogue = config.turns_per_dialogue()
@@ -176,8 +146,7 @@ class SelfPlayRollout:
             weight = config.reward.absolute_weight
             group_judge = lambda requests: judge.group_rewards(requests, absolute_weight=weight)  # noqa: E731
         self.vector_env = VectorNegotiationEnv(
-            1,
-            config.env,
+            config=config.env,
             scenarios=bank,
             judge=judge,
             agreement_detector=agreement_detector,
@@ -194,8 +163,6 @@ class SelfPlayRollout:
             temperature=config.rollout.summary_temperature,
             top_p=1.0,
         )
-        self.last_outcomes: list[DialogueOutcome] = []
-        self.last_stats = RolloutStats()
 
     def dialogue_scenarios(self, prompts: list[str]) -> list[str]:
         """One scenario id per dialogue: runs of ``samples_per_dialogue`` identical prompts."""
@@ -214,19 +181,18 @@ class SelfPlayRollout:
             scenario_ids.append(run[0])
         return scenario_ids
 
-    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
-        started = time.perf_counter()
-        scenario_ids = self.dialogue_scenarios([str(p) for p in prompts])
-        with policy_backend(trainer) as backend:
-            outcomes, stats = play_dialogues(
-                backend,
-                self.vector_env,
-                scenario_ids,
-                self.dialogue,
-                self.summary,
-                self.config.trained_seats,
-                self.config.rollout.cut_turns,
-            )
+    def collect(
+        self, prompts: list[str], backend: Any, trainer: Any
+    ) -> tuple[dict[str, list[Any]], list[DialogueOutcome], RolloutStats, dict[str, float]]:
+        outcomes, stats = play_dialogues(
+            backend,
+            self.vector_env,
+            self.dialogue_scenarios(prompts),
+            self.dialogue,
+            self.summary,
+            self.config.trained_seats,
+            self.config.rollout.cut_turns,
+        )
         fields = to_grpo_samples(
             outcomes, self.samples_per_dialogue, trainer.processing_class.pad_token_id
         )
@@ -234,26 +200,7 @@ class SelfPlayRollout:
             fields["negotiation_reward"] = per_seat_normalised(
                 fields, self.config.rollout.group_size * self.samples_per_dialogue
             )
-        self.last_outcomes, self.last_stats = outcomes, stats
-        elapsed = time.perf_counter() - started
-        trainer._last_rollout_seconds = getattr(trainer, "_last_rollout_seconds", 0.0) + elapsed
-        push_metrics(
-            trainer,
-            {
-                **dialogue_stats(outcomes, self.config.rollout.group_size),
-                "time/generation_seconds": stats.generation_seconds,
-                "time/judge_seconds": stats.judging_seconds,
-                "time/rollout_seconds": elapsed,
-                "rollout/generated_tokens_per_second": stats.generated_tokens
-                / max(stats.generation_seconds, 1e-9),
-            },
-        )
-        step = trainer.state.global_step
-        if step % max(self.config.run.logging_steps, 1) == 0:
-            write_samples(
-                self.config.run.output_dir, step, outcomes, self.config.run.sample_dialogues
-            )
-        return fields
+        return fields, outcomes, stats, dialogue_stats(outcomes, self.config.rollout.group_size)
 
 
 def per_seat_normalised(fields: dict[str, list[Any]], group_samples: int) -> list[float | None]:
@@ -286,7 +233,7 @@ def negotiation_reward(
 
 def load_reward_judge(config: TrainConfig) -> Any:
     """The reward judge named by ``reward.judge`` (with the configured cache)."""
-    from agents.specs import load_judge, with_option
+    from negotiation_env.judges.specs import load_judge, with_option
 
     spec = config.reward.judge
     if config.reward.judge_cache:
@@ -302,13 +249,12 @@ def build_trainer(
     bank: Any = None,
 ) -> Any:
     """A ready GRPO trainer whose ``rollout_func`` is ``rollout`` (default: self-play)."""
-    from trl import GRPOTrainer
-
     from negotiation_env.scenarios import ScenarioBank
+    from trainers.grpo import NegotiationGRPOTrainer
 
     bank = bank or ScenarioBank.default()
     if rollout is None:
-        from agents.specs import load_agreement_detector
+        from negotiation_env.judges.specs import load_agreement_detector
 
         judge = judge if judge is not None else load_reward_judge(config)
         if agreement_detector is None:
@@ -319,27 +265,17 @@ def build_trainer(
     model, tokenizer, peft_config = load_policy(config)
     samples_per_scenario = config.rollout.group_size * rollout.samples_per_dialogue
     args = grpo_arguments(config, samples_per_scenario, rollout.samples_per_dialogue)
-
-    class NegotiationGRPOTrainer(
-        CheckpointMixin, LengthBucketMixin, CompletionLogProbMixin, GRPOTrainer
-    ):
-        keep_checkpoints = config.run.save_total_limit
-        length_bucketing = config.optim.length_bucketing
-
-    trainer_ref: list[Any] = []
-    trainer = NegotiationGRPOTrainer(
+    return NegotiationGRPOTrainer(
+        rollout=rollout,
+        keep_checkpoints=config.run.save_total_limit,
+        length_bucketing=config.optim.length_bucketing,
         model=model,
         reward_funcs=negotiation_reward,
         args=args,
         train_dataset=scenario_dataset(config, bank),
         processing_class=tokenizer,
         peft_config=peft_config,
-        rollout_func=rollout,
-        callbacks=[ProgressCallback(sys.stdout), StepTimer(trainer_ref)],
     )
-    trainer_ref.append(trainer)
-    trainer.negotiation_rollout = rollout
-    return trainer
 
 
 @dataclasses.dataclass

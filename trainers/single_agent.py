@@ -13,43 +13,24 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from negotiation_env.backend_interface import GenerationSettings
+from llm.interface import GenerationSettings
+from negotiation_env.direct import direct_messages
 from negotiation_env.judges.base import JudgeRequest, judge_safely
-from negotiation_env.scenarios import Scenario
-from trainers.common import policy_backend, push_metrics
+from negotiation_env.judges.llm import LLMJudge
+from negotiation_env.judges.prompting import DEFAULT_RUBRICS
+from trainers.common import Rollout
 from trainers.config import TrainConfig
-from trainers.rollout import DialogueOutcome
-from trainers.selfplay import TrainResult, load_reward_judge, train_selfplay, write_samples
-
-DIRECT_SYSTEM = (
-    "You are a wise advisor. Two parties with different core values face the dilemma below. "
-    "Write the resolution you recommend: the decision and the concrete steps (who does what, "
-    "and when), fair to the core values of both parties, in at most {words} words. Write only "
-    "the resolution, as one plain paragraph."
-)
+from trainers.rollout import DialogueOutcome, RolloutStats
+from trainers.selfplay import TrainResult, load_reward_judge, train_selfplay
 
 
-def direct_messages(scenario: Scenario, words: int = 180) -> list[dict[str, str]]:
-    """The single-agent prompt: the dilemma and both parties, answered in one turn."""
-    a, b = scenario.personas
-    user = (
-        f"Dilemma: {scenario.dilemma.title}\n{scenario.dilemma.text}\n\n"
-        f"Party A: {a.name} (core values: {', '.join(a.core_values)})\n"
-        f"Party B: {b.name} (core values: {', '.join(b.core_values)})"
-    )
-    return [
-        {"role": "system", "content": DIRECT_SYSTEM.format(words=words)},
-        {"role": "user", "content": user},
-    ]
-
-
-class DirectAnswerRollout:
+class DirectAnswerRollout(Rollout):
     """TRL ``rollout_func``: G direct answers per scenario, judged in one batch."""
 
     samples_per_dialogue = 1
 
     def __init__(self, config: TrainConfig, judge: Any, bank: Any, self_reward: bool = False):
-        self.config = config
+        super().__init__(config)
         self.judge = judge
         self.bank = bank
         self.self_reward = self_reward
@@ -59,26 +40,23 @@ class DirectAnswerRollout:
             top_p=config.rollout.top_p,
         )
 
-    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
-        from negotiation_env.judges.llm import LLMJudge
-
+    def collect(
+        self, prompts: list[str], backend: Any, trainer: Any
+    ) -> tuple[dict[str, list[Any]], list[DialogueOutcome], RolloutStats, dict[str, float]]:
         started = time.perf_counter()
-        scenarios = [self.bank.get(str(p)) for p in prompts]
-        with policy_backend(trainer) as backend:
-            words = self.config.env.summary_word_limit
-            generations = backend.generate(
-                [direct_messages(s, words) for s in scenarios], self.settings
+        scenarios = [self.bank.get(p) for p in prompts]
+        words = self.config.env.summary_word_limit
+        generations = backend.generate(
+            [direct_messages(s, words) for s in scenarios], self.settings
+        )
+        generation_seconds = time.perf_counter() - started
+        judge = self.judge
+        if self.self_reward:  # the policy, as it is now, judges its own candidates
+            judge = LLMJudge(
+                backend, rubric=DEFAULT_RUBRICS[self.config.reward.criterion], mode="expected"
             )
-            generation_seconds = time.perf_counter() - started
-            judge = self.judge
-            if self.self_reward:  # the policy, as it is now, judges its own candidates
-                judge = LLMJudge(
-                    backend, rubric=f"{self.config.reward.criterion}-v1", mode="expected"
-                )
-            requests = [
-                JudgeRequest(s, g.text) for s, g in zip(scenarios, generations, strict=True)
-            ]
-            judgements = judge_safely(judge, requests)
+        requests = [JudgeRequest(s, g.text) for s, g in zip(scenarios, generations, strict=True)]
+        judgements = judge_safely(judge, requests)
         rewards = [j.score for j in judgements]
         outcomes = [
             DialogueOutcome(
@@ -91,39 +69,32 @@ class DirectAnswerRollout:
                     "rounds_to_agreement": None,
                     "judgement": j.to_record(),
                 },
+                generated_tokens=len(g.token_ids),
             )
             for s, g, r, j in zip(scenarios, generations, rewards, judgements, strict=True)
         ]
-        scored = [r for r in rewards if r is not None]
-        elapsed = time.perf_counter() - started
-        trainer._last_rollout_seconds = getattr(trainer, "_last_rollout_seconds", 0.0) + elapsed
-        push_metrics(
-            trainer,
-            {
-                "negotiation/reward_mean": sum(scored) / len(scored) if scored else float("nan"),
-                "negotiation/ca_mean": sum(scored) / len(scored) if scored else float("nan"),
-                "negotiation/judge_failure_fraction": 1 - len(scored) / len(rewards),
-                "negotiation/dialogue_tokens": sum(len(g.token_ids) for g in generations)
-                / len(generations),
-                "time/generation_seconds": generation_seconds,
-                "time/judge_seconds": elapsed - generation_seconds,
-                "time/rollout_seconds": elapsed,
-            },
+        stats = RolloutStats(
+            generation_seconds=generation_seconds,
+            judging_seconds=time.perf_counter() - started - generation_seconds,
+            generated_tokens=sum(len(g.token_ids) for g in generations),
+            backend_calls=1,
         )
-        if trainer.state.global_step % max(self.config.run.logging_steps, 1) == 0:
-            write_samples(
-                self.config.run.output_dir,
-                trainer.state.global_step,
-                outcomes,
-                self.config.run.sample_dialogues,
-            )
-        return {
+        scored = [r for r in rewards if r is not None]
+        mean = sum(scored) / len(scored) if scored else float("nan")
+        metrics = {
+            "negotiation/reward_mean": mean,
+            "negotiation/ca_mean": mean,
+            "negotiation/judge_failure_fraction": 1 - len(scored) / len(rewards),
+            "negotiation/dialogue_tokens": stats.generated_tokens / len(generations),
+        }
+        fields = {
             "prompt_ids": [list(g.prompt_token_ids or []) for g in generations],
             "completion_ids": [list(g.token_ids) for g in generations],
             "logprobs": [list(g.logprobs or []) for g in generations],
             "env_mask": [[1] * len(g.token_ids) for g in generations],
             "negotiation_reward": rewards,
         }
+        return fields, outcomes, stats, metrics
 
 
 def train_single_agent(

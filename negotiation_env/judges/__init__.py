@@ -15,10 +15,13 @@ from negotiation_env.judges.rule_based import KeywordRubricJudge, MarkerAgreemen
 
 
 def default_components(judge=None, agreement_detector=None, marker: str = "[AGREE]"):
-    """(judge, agreement detector) as batched objects; None means the deterministic defaults
-    (the rubric stand-in and the explicit-marker detector)."""
+    """(judge, agreement detector) as batched objects. The judge: see
+    :func:`~negotiation_env.judges.specs.judge_from` (None means no judge: resolutions are
+    not scored). The detector: None means the explicit-marker rule."""
+    from negotiation_env.judges.specs import judge_from
+
     return (
-        as_judge(judge) if judge is not None else KeywordRubricJudge(),
+        judge_from(judge),
         as_agreement_detector(agreement_detector)
         if agreement_detector is not None
         else MarkerAgreementDetector(marker),

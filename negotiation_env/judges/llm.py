@@ -1,7 +1,7 @@
 """LLM judges: absolute scores, pairwise preferences, in-group rewards and agreement decisions.
 
 A judge wraps any LLM backend (``generate`` and ``next_token_logprobs``; see
-``agents.backends``) and a versioned rubric (:mod:`negotiation_env.judges.prompting`).
+``llm``) and a versioned rubric (:mod:`negotiation_env.judges.prompting`).
 
 Scoring modes
     ``expected``: the judge's answer starts with ``Score: `` and the probabilities of the
@@ -37,7 +37,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from negotiation_env.backend_interface import GenerationSettings
+from llm.interface import GenerationSettings, LogprobsUnavailable
 from negotiation_env.judges.base import (
     AgreementDecision,
     AgreementRequest,
@@ -185,7 +185,7 @@ class LLMJudge:
         ]
 
     # ------------------------------------------------------------------ asking
-    def _ask(
+    def ask(
         self,
         kind: str,
         conversations: list[list[dict[str, str]]],
@@ -193,7 +193,8 @@ class LLMJudge:
         prefix: str,
         pattern: re.Pattern[str],
     ) -> list[dict[str, Any]]:
-        """A probability per candidate for each conversation, or an error; cached.
+        """A probability per candidate for each conversation, or an error; cached. ``kind``
+        names the question in the cache key, ``pattern`` parses a generated answer.
 
         Expected mode reads the probabilities of the candidates as the next token after
         ``prefix``; parsed mode (or auto without log-probabilities) generates answers, batched,
@@ -213,12 +214,12 @@ class LLMJudge:
                 rows = self.backend.next_token_logprobs(
                     [conversations[i] for i in todo], candidates, assistant_prefix=prefix
                 )
-            except Exception as error:  # noqa: BLE001 - any backend failure becomes a reasoned result
-                if self.mode == "expected" or "log-probabilit" not in str(error):
-                    for index in todo:
-                        results[index] = {"error": f"{type(error).__name__}: {error}"}
-                    todo = []
+            except LogprobsUnavailable as error:
+                if self.mode == "expected":
+                    todo = self._failed(results, todo, error)
                 # else: no log-probabilities from this backend; parse answers instead
+            except Exception as error:  # noqa: BLE001 - any backend failure becomes a reasoned result
+                todo = self._failed(results, todo, error)
             else:
                 for index, row in zip(todo, rows, strict=True):
                     probabilities, mass = _softmax([row[c] for c in candidates])
@@ -270,13 +271,20 @@ class LLMJudge:
             }
         return results  # type: ignore[return-value]
 
+    @staticmethod
+    def _failed(results: list, todo: list[int], error: Exception) -> list[int]:
+        """Every pending row gets the backend's error as its result; none is left to do."""
+        for index in todo:
+            results[index] = {"error": f"{type(error).__name__}: {error}"}
+        return []
+
     def _use_expected(self) -> bool:
         return self.mode in ("expected", "auto")
 
     # ------------------------------------------------------------------ absolute
     def score_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
         prompts = [self.absolute_prompt(r) for r in requests]
-        outcomes = self._ask(
+        outcomes = self.ask(
             "absolute", [c for c, _ in prompts], DIGITS, SCORE_PREFIX, _SCORE_PATTERN
         )
         judgements = []
@@ -301,7 +309,7 @@ class LLMJudge:
             signals.append({"a": signals_a, "b": signals_b})
             conversations.append(self.pairwise_prompt(request.scenario, a, b))
             conversations.append(self.pairwise_prompt(request.scenario, b, a))
-        orders = self._ask("pairwise", conversations, CHOICES, CHOICE_PREFIX, _CHOICE_PATTERN)
+        orders = self.ask("pairwise", conversations, CHOICES, CHOICE_PREFIX, _CHOICE_PATTERN)
         results = []
         for index, found in enumerate(signals):
             forward, backward = orders[2 * index], orders[2 * index + 1]
@@ -428,7 +436,7 @@ class LLMAgreementDetector:
 
     def detect_batch(self, requests: Sequence[AgreementRequest]) -> list[AgreementDecision]:
         conversations = [self.prompt(r) for r in requests]
-        outcomes = self.judge._ask(
+        outcomes = self.judge.ask(
             "agreement", conversations, AGREEMENT_ANSWERS, AGREEMENT_PREFIX, _AGREED_PATTERN
         )
         decisions = []

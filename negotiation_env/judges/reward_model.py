@@ -54,7 +54,7 @@ def reward_conversation(scenario: Scenario, resolution: str) -> list[dict[str, s
 
 
 class RewardScorer(Protocol):
-    """What the judge needs from a reward-model backend (``agents.backends.reward_backend``)."""
+    """What the judge needs from a reward-model backend (``llm.reward_backend``)."""
 
     name: str
     calibration: dict[str, float]

@@ -29,7 +29,7 @@ A configuration file (YAML)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -304,7 +304,8 @@ class ObservedEpisode:
             return Decision(False, fallback, violations, features, fallback=True)
         return Decision(False, text, violations, features)
 
-    def commit(self, speaker: str, decision: Decision) -> None:
+    def commit(self, speaker: str, decision: Decision) -> float:
+        """Record a sent turn; returns its reward shaping penalty (also added to ``penalties``)."""
         self.turns.append(Utterance(speaker, decision.text))
         self.history.append(decision.features)
         self.attempts.pop(speaker, None)
@@ -322,10 +323,24 @@ class ObservedEpisode:
                     "constraints": [v.constraint for v in transfer],
                 }
             )
-        if decision.violations and self.observer.shaping_penalty:
-            self.penalties[speaker] = self.penalties.get(
-                speaker, 0.0
-            ) + self.observer.shaping_penalty * len(decision.violations)
+        penalty = self.observer.shaping_penalty * len(decision.violations)
+        if penalty:
+            self.penalties[speaker] = self.penalties.get(speaker, 0.0) + penalty
+        return penalty
+
+    def screen(
+        self, negotiation: Any, speaker: str, action: str, send: Callable[[str], Any]
+    ) -> float | None:
+        """Review ``speaker``'s dialogue turn and, unless it is blocked, ``send`` what goes
+        out (the action, or the observer's fallback) and commit it. Returns the turn's reward
+        shaping penalty, or None when the turn was blocked (the speaker is asked again, with
+        the reason in its next observation). The one path by which every driver (the
+        PettingZoo wrappers and the vectorized env) applies an observer."""
+        decision = self.review(speaker, negotiation.clean(action)[0])
+        if decision.blocked:
+            return None
+        send(decision.sent(action))
+        return self.commit(speaker, decision)
 
     def decorate(self, agent: str, observation: dict[str, Any]) -> dict[str, Any]:
         """The observation with pending guidance for ``agent`` added to its last user message."""

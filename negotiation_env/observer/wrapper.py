@@ -22,6 +22,7 @@ from pettingzoo.utils.wrappers import BaseParallelWrapper, BaseWrapper
 
 from negotiation_env.env import check_actions
 from negotiation_env.observer.observer import ObservedEpisode, Observer
+from negotiation_env.protocol import Phase
 
 
 class ObserverWrapper(BaseWrapper):
@@ -45,20 +46,23 @@ class ObserverWrapper(BaseWrapper):
         agent = self.agent_selection
         negotiation = self.env.unwrapped.negotiation
         dead = self.terminations.get(agent) or self.truncations.get(agent)
-        if dead or negotiation.phase != "dialogue" or not isinstance(action, str):
+        if dead or negotiation.phase != Phase.DIALOGUE or not isinstance(action, str):
             super().step(action)  # dead steps, the resolution and bad types pass through
             self._publish()
             return
-        decision = self.episode.review(agent, negotiation.clean(action)[0])
-        if decision.blocked:
-            self._publish()
-            return
-        super().step(decision.sent(action))
-        self.episode.commit(agent, decision)
-        penalty = self.observer.shaping_penalty * len(decision.violations)
+        penalty = self.episode.screen(negotiation, agent, action, super().step)
         if penalty and agent in self.rewards:
             self.rewards[agent] -= penalty
             self._cumulative_rewards[agent] -= penalty
+        self._publish()
+
+    def sync_finished(self) -> None:
+        """As the env's, with this episode's shaping penalties and observer summary."""
+        self.env.sync_finished()
+        for agent, penalty in self.episode.penalties.items():
+            if agent in self.rewards:
+                self.rewards[agent] -= penalty
+                self._cumulative_rewards[agent] -= penalty
         self._publish()
 
     def _publish(self) -> None:
@@ -89,34 +93,41 @@ class ObserverParallelWrapper(BaseParallelWrapper):
             return self.env.step(actions)  # the env says what is wrong
         actor = negotiation.speaker
         action = actions.get(actor)
-        decision = None
-        if negotiation.phase == "dialogue" and isinstance(action, str):
-            decision = self.episode.review(actor, negotiation.clean(action)[0])
-            if decision.blocked:
-                agents = self.env.agents
-                observations = {a: negotiation.observation(a) for a in agents}
-                infos = {
-                    a: {
-                        **negotiation.summary_info(),
-                        # as the env reports it: the other seat's action is never used
-                        "ignored_action": a != actor and actions.get(a) is not None,
-                    }
-                    for a in agents
+        if negotiation.phase != Phase.DIALOGUE or not isinstance(action, str):
+            return self._observed(*self.env.step(actions))
+        stepped: list[tuple] = []
+        penalty = self.episode.screen(
+            negotiation,
+            actor,
+            action,
+            lambda sent: stepped.append(self.env.step({**actions, actor: sent})),
+        )
+        if penalty is None:  # blocked: the same state, with the guidance added
+            agents = self.env.agents
+            observations = {a: negotiation.observation(a) for a in agents}
+            infos = {
+                a: {
+                    **negotiation.summary_info(),
+                    # as the env reports it: the other seat's action is never used
+                    "ignored_action": a != actor and actions.get(a) is not None,
                 }
-                return (
-                    self._decorated(observations),
-                    {a: 0.0 for a in agents},
-                    {a: False for a in agents},
-                    {a: False for a in agents},
-                    self._with_summary(infos),
-                )
-            actions = {**actions, actor: decision.sent(action)}
-        observations, rewards, terminations, truncations, infos = self.env.step(actions)
-        if decision is not None:
-            self.episode.commit(actor, decision)
-            penalty = self.observer.shaping_penalty * len(decision.violations)
-            if penalty and actor in rewards:
-                rewards[actor] -= penalty
+                for a in agents
+            }
+            return (
+                self._decorated(observations),
+                {a: 0.0 for a in agents},
+                {a: False for a in agents},
+                {a: False for a in agents},
+                self._with_summary(infos),
+            )
+        observations, rewards, terminations, truncations, infos = stepped[0]
+        if penalty and actor in rewards:
+            rewards[actor] -= penalty
+        return self._observed(observations, rewards, terminations, truncations, infos)
+
+    def _observed(
+        self, observations: dict, rewards: dict, terminations: dict, truncations: dict, infos: dict
+    ) -> tuple[dict, dict, dict, dict, dict]:
         return (
             self._decorated(observations),
             rewards,

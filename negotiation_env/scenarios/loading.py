@@ -207,6 +207,14 @@ def parse_pair(
     line: int = 1,
 ) -> PersonaPair:
     fields = _check_record(record, _PAIR_FIELDS, path, line)
+    sides = fields["tension"].split(" vs ")
+    if len(sides) != 2 or not all(side.strip() for side in sides):
+        raise ScenarioDataError(
+            path,
+            line,
+            "tension",
+            f"expected the form 'X vs Y' (e.g. 'cost vs quality'), got {fields['tension']!r}",
+        )
     for side in ("persona_a", "persona_b"):
         if fields[side] not in personas:
             raise ScenarioDataError(

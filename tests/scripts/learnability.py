@@ -57,7 +57,7 @@ def small_bank() -> ScenarioBank:
 def main(out: str, sign: float, steps: int = 3, learning_rate: float = 1e-3) -> None:
     import torch
 
-    from agents.specs import load_agreement_detector
+    from negotiation_env.judges.specs import load_agreement_detector
     from trainers import TrainConfig, train_selfplay
 
     torch.manual_seed(0)

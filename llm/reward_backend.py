@@ -4,7 +4,7 @@ The model is the registered base (``smollm2`` by default) loaded as a sequence c
 with a LoRA adapter and head trained by ``python -m trainers.reward_model``; the adapter
 folder also holds ``reward_model.json`` (the base model it was trained on and the
 calibration of its rewards to the 0-5 scale). The shipped adapter is
-``agents/reward_models/ca-rm-v1``.
+``llm/reward_models/ca-rm-v1``.
 
 Conversations are rendered with the chat template up to the assistant's turn, so the
 reward is read where the model would start to answer; training and scoring tokenise through
@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from agents.backends.base import BackendError, Conversation
-from agents.backends.transformers_backend import pick_device, pick_dtype
-from agents.models import resolve_model
+from llm.interface import BackendError, Conversation
+from llm.models import check_adapter, quiet_loading, resolve_model
+from llm.transformers_backend import pick_device, pick_dtype
 
 METADATA_FILE = "reward_model.json"
 SHIPPED_ADAPTER = "ca-rm-v1"
@@ -35,7 +35,7 @@ SHIPPED_ADAPTER = "ca-rm-v1"
 
 def shipped_adapter(name: str = SHIPPED_ADAPTER) -> Path:
     """The folder of a reward-model adapter that ships inside the package."""
-    return Path(str(resources.files("agents") / "reward_models" / name))
+    return Path(str(resources.files("llm") / "reward_models" / name))
 
 
 def read_metadata(adapter: str | Path) -> dict[str, Any]:
@@ -94,12 +94,13 @@ class RewardModelBackend:
     ):
         from peft import PeftModel
 
-        folder = Path(adapter) if adapter else shipped_adapter()
+        folder = check_adapter(adapter) if adapter else shipped_adapter()
         metadata = read_metadata(folder)
         self.device = pick_device(device)
-        model, self.tokenizer = load_classifier(
-            metadata["base"], pick_dtype(dtype, self.device), cache
-        )
+        with quiet_loading():
+            model, self.tokenizer = load_classifier(
+                metadata["base"], pick_dtype(dtype, self.device), cache
+            )
         try:
             model = PeftModel.from_pretrained(model, str(folder))
         except (OSError, ValueError) as error:

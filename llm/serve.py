@@ -1,10 +1,10 @@
-"""Serve any :class:`~agents.backends.base.LLMBackend` as an OpenAI-compatible HTTP API.
+"""Serve any :class:`~llm.interface.LLMBackend` as an OpenAI-compatible HTTP API.
 
 Useful to run a local model in one process and use it from others, e.g. a judge when GPU
 memory is short: the other processes talk to it with
-:class:`~agents.backends.openai_backend.OpenAIBackend`.
+:class:`~llm.openai_backend.OpenAIBackend`.
 
->>> from agents.backends.openai_backend import OpenAIBackend
+>>> from llm.openai_backend import OpenAIBackend
 >>> with ChatCompletionServer(my_backend) as server:  # doctest: +SKIP
 ...     remote = OpenAIBackend(server.url, server.model_name)
 ...     remote.generate([[{"role": "user", "content": "Hi"}]], GenerationSettings())
@@ -14,28 +14,43 @@ Endpoints:
 - ``POST /v1/chat/completions`` reads ``messages`` (required), ``max_tokens`` (or
   ``max_completion_tokens``), ``temperature``, ``top_p``, ``top_k``, ``seed``, ``stop``,
   ``logprobs``, ``top_logprobs`` and the extension ``candidates``. Omitted sampling fields
-  take :class:`~agents.backends.base.GenerationSettings`' defaults; ``model`` and fields
+  take :class:`~llm.interface.GenerationSettings`' defaults; ``model`` and fields
   not listed here are ignored; ``stream`` and ``n`` > 1 are refused.
 - ``GET /v1/models`` lists the one model served, named ``model_name``.
 
+``top_logprobs`` (with ``logprobs``): the first generated position lists the model's most
+likely tokens there (a backend with ``next_token_top_logprobs``, as the local transformers
+backend has), so a judge's client can rank its answer candidates without any extension;
+later positions list none.
+
 Scoring requests: when ``max_tokens`` is 1, ``top_logprobs`` > 0 and the request lists
-``candidates`` (strings; :class:`~agents.backends.openai_backend.OpenAIBackend` sends them
+``candidates`` (strings; :class:`~llm.openai_backend.OpenAIBackend` sends them
 when created with ``send_candidates=True``), the answer comes from ``backend.next_token_logprobs`` alone: the
 reply is the most likely candidate and ``top_logprobs`` of the first position lists the
 candidates by log-probability (those the backend cannot score are left out). A final
-assistant message is passed as ``assistant_prefix``. Without ``candidates``, the
-``top_logprobs`` lists stay empty.
+assistant message is passed as ``assistant_prefix``.
 
 JSON has no infinity, so a log-probability of ``-inf`` is sent as -9999.0 (vLLM's
-convention). Requests are served on threads, but calls into the backend take turns under
-a lock, since a local model is not safe to drive from several threads at once.
-Bad requests get HTTP 400 and backend exceptions HTTP 500, both with
-``{"error": {"message": ...}}``.
+convention). Requests are read on threads; one batching thread calls the backend (a local
+model is not safe to drive from several threads at once). Requests that arrive while it is
+busy are answered together: all waiting requests with the same sampling settings (up to
+``max_batch_size``) in one batched call, the group of the oldest request first, so a request
+waits for at most the batch that was running when it came. A seeded request is answered on
+its own (its sample must not depend on who else was waiting); a request that fails in a
+batch is retried alone, so it cannot fail the others. There is no continuous batching: a
+short request that arrives during a long generation waits for that generation.
+Bad requests get HTTP 400 (413 for a body over the limit) and backend exceptions HTTP 500,
+all with ``{"error": {"message": ...}}``.
 
 Limits, so that no client can hold the server:
 
+- ``max_tokens`` above ``max_tokens`` (the server's; never above the model's context) gets
+  HTTP 400 before anything is computed or reserved;
+- a body over ``max_body_bytes`` gets HTTP 413; JSON nested too deeply to read, a lone
+  surrogate in a string (which no tokenizer can encode) and any other malformed field get
+  HTTP 400 naming the field;
 - a prompt that does not fit the model's context with ``max_tokens`` gets HTTP 400
-  (:class:`~agents.backends.base.ContextLengthError`) before anything is computed;
+  (:class:`~llm.interface.ContextLengthError`) before anything is computed;
 - a client that disconnects while its answer is generated cancels the generation (with a
   backend that offers ``cancelled_by``, as the local transformers backend does), so the
   next request does not wait for an answer nobody will read;
@@ -67,12 +82,12 @@ import urllib.parse
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from agents.backends.base import (
+from llm.interface import (
     ContextLengthError,
     Generation,
     GenerationCancelled,
@@ -83,7 +98,9 @@ from agents.backends.base import (
 
 ROLES = ("system", "user", "assistant")
 MAX_TOP_LOGPROBS = 20
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # the default request body limit (--max-body-bytes)
+MAX_TOKENS = 4096  # the default limit on a request's max_tokens (--max-tokens)
+MAX_BATCH_SIZE = 32  # concurrent requests answered by one batched backend call, at most
 NEG_INF_LOGPROB = -9999.0  # what vLLM sends for -inf, which JSON cannot carry
 SEED_RANGE = (-(2**63), 2**63 - 1)  # a 64-bit signed integer, as OpenAI's API and vLLM take
 SOCKET_TIMEOUT = 30.0
@@ -109,8 +126,9 @@ class ChatRequest:
         return bool(self.candidates) and self.top_logprobs > 0 and self.settings.max_new_tokens == 1
 
 
-def parse_chat_request(payload: Any) -> ChatRequest:
-    """Check a request body and turn it into messages and settings; raises :class:`BadRequest`."""
+def parse_chat_request(payload: Any, max_tokens: int = MAX_TOKENS) -> ChatRequest:
+    """Check a request body and turn it into messages and settings; raises :class:`BadRequest`.
+    ``max_tokens`` is the most new tokens a request may ask for."""
     if not isinstance(payload, dict):
         raise BadRequest("request body: expected a JSON object")
     if payload.get("stream"):
@@ -124,7 +142,9 @@ def parse_chat_request(payload: Any) -> ChatRequest:
         stop = [stop]
     try:
         settings = GenerationSettings(
-            max_new_tokens=_integer(payload, max_tokens_field, defaults.max_new_tokens, 1),
+            max_new_tokens=_integer(
+                payload, max_tokens_field, min(defaults.max_new_tokens, max_tokens), 1, max_tokens
+            ),
             temperature=_number(payload, "temperature", defaults.temperature, 0.0),
             top_p=_number(payload, "top_p", defaults.top_p, 0.0, 1.0, open_below=True),
             top_k=_integer(payload, "top_k", defaults.top_k, 0),
@@ -140,6 +160,44 @@ def parse_chat_request(payload: Any) -> ChatRequest:
         top_logprobs=_integer(payload, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS),
         candidates=tuple(_strings(payload.get("candidates"), "candidates")),
     )
+
+
+@dataclass
+class _Job:
+    """One request waiting for, or being answered by, the batching thread."""
+
+    request: ChatRequest
+    cancelled: threading.Event
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None  # the response body, or the exception to raise
+
+    def finish(self, result: Any) -> None:
+        self.result = result
+        self.done.set()
+
+
+def _batch_key(request: ChatRequest) -> Any:
+    """Requests with equal keys can share one backend call. A seeded request is never
+    batched with others: its sample must not depend on who else was waiting."""
+    if request.settings.seed is not None:
+        return ("alone", id(request))
+    if request.is_scoring:
+        prefix = (
+            request.messages[-1]["content"] if request.messages[-1]["role"] == "assistant" else ""
+        )
+        return ("score", request.candidates, request.top_logprobs, prefix)
+    return ("generate", request.settings, request.top_logprobs)
+
+
+class _AllSet:
+    """Set when every one of ``events`` is set: a batch is cancelled only when no client
+    still wants an answer from it."""
+
+    def __init__(self, events: Sequence[threading.Event]):
+        self.events = list(events)
+
+    def is_set(self) -> bool:
+        return all(event.is_set() for event in self.events)
 
 
 class ChatCompletionServer:
@@ -168,7 +226,17 @@ class ChatCompletionServer:
         api_key: str | None = None,
         socket_timeout: float = SOCKET_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        max_tokens: int = MAX_TOKENS,
+        max_body_bytes: int = MAX_REQUEST_BYTES,
+        max_batch_size: int = MAX_BATCH_SIZE,
     ) -> None:
+        for name, value in (
+            ("max_tokens", max_tokens),
+            ("max_body_bytes", max_body_bytes),
+            ("max_batch_size", max_batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         if socket_timeout <= 0:
             raise ValueError(f"socket_timeout: expected seconds > 0, got {socket_timeout}")
         if max_connections < 1:
@@ -180,13 +248,23 @@ class ChatCompletionServer:
         self.model_name = model_name or backend.name
         self.verbose = verbose
         self.api_key = api_key or None
-        self._backend_turn = threading.Lock()
+        context = getattr(backend, "context_length", None)
+        # no request may reserve room for more tokens than the model has positions
+        self.max_tokens = min(max_tokens, context) if isinstance(context, int) else max_tokens
+        self.max_body_bytes = max_body_bytes
+        self.max_batch_size = max_batch_size
+        self._closed = False
+        self._jobs: list[_Job] = []
+        self._jobs_changed = threading.Condition()
+        self._worker = threading.Thread(
+            target=self._serve_jobs, name=f"serve-batches-{self.model_name}", daemon=True
+        )
+        self._worker.start()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.app = self
         self._httpd.socket_timeout = float(socket_timeout)
         self._httpd.connection_slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
-        self._closed = False
 
     @property
     def url(self) -> str:
@@ -217,6 +295,8 @@ class ChatCompletionServer:
         if not self._closed:
             self._httpd.server_close()
             self._closed = True
+            with self._jobs_changed:
+                self._jobs_changed.notify_all()
 
     def __enter__(self) -> ChatCompletionServer:
         return self.start()
@@ -241,49 +321,133 @@ class ChatCompletionServer:
     ) -> dict[str, Any]:
         """The response body for ``request``, in the OpenAI ``chat.completion`` shape.
 
-        Setting ``cancelled`` stops the generation early (raising
-        :class:`~agents.backends.base.GenerationCancelled`) if the backend supports it."""
-        if request.is_scoring:
-            return self._score(request, cancelled)
-        with self._backend_turn, _cancellable(self.backend, cancelled):
-            generations = self.backend.generate([request.messages], request.settings)
-        if len(generations) != 1:
-            raise RuntimeError(f"backend returned {len(generations)} generations for 1 request")
-        generation = generations[0]
-        logprobs = None
-        if request.settings.logprobs and generation.logprobs is not None:
-            names = _token_names(generation)
-            logprobs = {
-                "content": [
+        Requests that arrive while the backend is busy wait in a queue and are answered
+        together: one batched backend call for all waiting requests with the same sampling
+        settings (up to ``max_batch_size``), the oldest request's group first, so a request
+        waits for at most the batch running when it arrived. Setting ``cancelled`` drops the
+        request (raising :class:`~llm.interface.GenerationCancelled`); a running batch stops
+        early only when every request in it is cancelled, and only with a backend that
+        supports it."""
+        job = _Job(request, cancelled or threading.Event())
+        with self._jobs_changed:
+            if self._closed:
+                raise RuntimeError("the server was stopped")
+            self._jobs.append(job)
+            self._jobs_changed.notify_all()
+        job.done.wait()
+        if isinstance(job.result, BaseException):
+            raise job.result
+        return job.result
+
+    def _serve_jobs(self) -> None:
+        """The one thread that calls the backend: batches of waiting requests, in turn."""
+        while True:
+            with self._jobs_changed:
+                while not self._jobs and not self._closed:
+                    self._jobs_changed.wait()
+                if self._closed and not self._jobs:
+                    return
+                key = _batch_key(self._jobs[0].request)
+                batch = [job for job in self._jobs if _batch_key(job.request) == key]
+                batch = batch[: self.max_batch_size]
+                for job in batch:
+                    self._jobs.remove(job)
+            self._run(batch)
+
+    def _run(self, batch: list[_Job]) -> None:
+        waiting = []
+        for job in batch:
+            if job.cancelled.is_set():  # its client left while it queued
+                job.finish(GenerationCancelled("the client disconnected"))
+            else:
+                waiting.append(job)
+        if not waiting:
+            return
+        try:
+            with _cancellable(self.backend, _AllSet([job.cancelled for job in waiting])):
+                results = self._answer([job.request for job in waiting])
+        except Exception as error:  # noqa: BLE001 - each client gets the reason
+            if len(waiting) > 1 and not isinstance(error, GenerationCancelled):
+                for job in waiting:  # one request's fault must not fail the others
+                    self._run([job])
+                return
+            for job in waiting:
+                job.finish(error)
+            return
+        for job, result in zip(waiting, results, strict=True):
+            job.finish(result)
+
+    def _answer(self, requests: list[ChatRequest]) -> list[dict[str, Any]]:
+        """Responses for requests that share a batch key, from one backend call."""
+        first = requests[0]
+        if first.is_scoring:
+            return self._score(requests)
+        messages = [r.messages for r in requests]
+        generations = self.backend.generate(messages, first.settings)
+        if len(generations) != len(requests):
+            raise RuntimeError(
+                f"backend returned {len(generations)} generations for {len(requests)} requests"
+            )
+        top = self._top_logprobs(requests)
+        responses = []
+        for request, generation, first_top in zip(requests, generations, top, strict=True):
+            logprobs = None
+            if request.settings.logprobs and generation.logprobs is not None:
+                names = _token_names(generation)
+                content = [
                     {"token": name, "logprob": _json_logprob(value), "top_logprobs": []}
                     for name, value in zip(names, generation.logprobs, strict=True)
                 ]
-            }
-        return self._completion(
-            generation.text, generation.finish_reason, logprobs, _usage(generation)
-        )
+                if content and first_top:
+                    content[0]["top_logprobs"] = first_top
+                logprobs = {"content": content}
+            responses.append(
+                self._completion(
+                    generation.text, generation.finish_reason, logprobs, _usage(generation)
+                )
+            )
+        return responses
 
-    def _score(
-        self, request: ChatRequest, cancelled: threading.Event | None = None
-    ) -> dict[str, Any]:
-        messages, prefix = request.messages, ""
-        if messages[-1]["role"] == "assistant":
-            messages, prefix = messages[:-1], messages[-1]["content"]
-        with self._backend_turn, _cancellable(self.backend, cancelled):
-            [scores] = self.backend.next_token_logprobs([messages], request.candidates, prefix)
-        ranked = sorted(
-            ((c, scores.get(c, -math.inf)) for c in dict.fromkeys(request.candidates)),
-            key=lambda pair: pair[1],
-            reverse=True,
-        )
-        top = [
-            {"token": token, "logprob": value}
-            for token, value in ranked[: request.top_logprobs]
-            if math.isfinite(value)
+    def _top_logprobs(self, requests: list[ChatRequest]) -> list[list[dict[str, Any]]]:
+        """The first generated position's ``top_logprobs`` of each request that asks for them
+        (with a backend that can rank the whole vocabulary; empty lists otherwise)."""
+        first = requests[0]
+        rank = getattr(self.backend, "next_token_top_logprobs", None)
+        if not (first.settings.logprobs and first.top_logprobs and rank is not None):
+            return [[] for _ in requests]
+        rows = rank([r.messages for r in requests], first.top_logprobs)
+        return [
+            [{"token": token, "logprob": _json_logprob(value)} for token, value in row]
+            for row in rows
         ]
-        best, best_logprob = ranked[0]
-        first = {"token": best, "logprob": _json_logprob(best_logprob), "top_logprobs": top}
-        return self._completion(best, "length", {"content": [first]}, {"completion_tokens": 1})
+
+    def _score(self, requests: list[ChatRequest]) -> list[dict[str, Any]]:
+        conversations, prefix = [], ""
+        for request in requests:
+            messages = request.messages
+            if messages[-1]["role"] == "assistant":
+                messages, prefix = messages[:-1], messages[-1]["content"]
+            conversations.append(messages)
+        first = requests[0]
+        rows = self.backend.next_token_logprobs(conversations, first.candidates, prefix)
+        responses = []
+        for scores in rows:
+            ranked = sorted(
+                ((c, scores.get(c, -math.inf)) for c in dict.fromkeys(first.candidates)),
+                key=lambda pair: pair[1],
+                reverse=True,
+            )
+            top = [
+                {"token": token, "logprob": value}
+                for token, value in ranked[: first.top_logprobs]
+                if math.isfinite(value)
+            ]
+            best, best_logprob = ranked[0]
+            head = {"token": best, "logprob": _json_logprob(best_logprob), "top_logprobs": top}
+            responses.append(
+                self._completion(best, "length", {"content": [head]}, {"completion_tokens": 1})
+            )
+        return responses
 
     def _completion(
         self, text: str, finish_reason: str, logprobs: dict | None, usage: dict[str, int]
@@ -337,10 +501,23 @@ def serve_forever(
     api_key: str | None = None,
     socket_timeout: float = SOCKET_TIMEOUT,
     max_connections: int = MAX_CONNECTIONS,
+    max_tokens: int = MAX_TOKENS,
+    max_body_bytes: int = MAX_REQUEST_BYTES,
+    max_batch_size: int = MAX_BATCH_SIZE,
 ) -> None:
     """Serve ``backend`` until Ctrl-C; for a command-line entry point."""
     server = ChatCompletionServer(
-        backend, host, port, model_name, verbose, api_key, socket_timeout, max_connections
+        backend,
+        host,
+        port,
+        model_name,
+        verbose,
+        api_key,
+        socket_timeout,
+        max_connections,
+        max_tokens,
+        max_body_bytes,
+        max_batch_size,
     )
     access = "Bearer key required" if server.api_key else "no authentication"
     print(f"serving {server.model_name} at {server.url} ({access}; Ctrl-C stops)", file=sys.stderr)
@@ -445,6 +622,10 @@ def _refuse_busy(connection: socket.socket) -> None:
         pass
 
 
+class _TooLarge(BadRequest):
+    """A request body over the server's limit (HTTP 413)."""
+
+
 class _ClientTimeout(Exception):
     """The client did not send what it announced within the socket timeout."""
 
@@ -472,7 +653,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(404, f"no such endpoint: POST {self.path}; try /v1/chat/completions")
             return
         try:
-            request = parse_chat_request(self._read_json())
+            request = parse_chat_request(self._read_json(), self.server.app.max_tokens)
+        except _TooLarge as error:
+            self._send_error(413, str(error))
+            return
         except BadRequest as error:
             self._send_error(400, str(error))
             return
@@ -516,8 +700,13 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise BadRequest("Content-Length: header required, with the body's size in bytes")
-        if int(length) > MAX_REQUEST_BYTES:
-            raise BadRequest(f"request body: larger than {MAX_REQUEST_BYTES} bytes")
+        limit = self.server.app.max_body_bytes
+        if int(length) > limit:
+            self._discard_body()
+            raise _TooLarge(
+                f"request body: {length} bytes, more than this server's limit of {limit} "
+                "(negotiate serve --max-body-bytes)"
+            )
         try:
             raw = self.rfile.read(int(length))
         except OSError:  # the socket timeout (or a reset) while the body was still due
@@ -531,11 +720,13 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise BadRequest(f"request body: not valid JSON ({error})") from None
+        except RecursionError:
+            raise BadRequest("request body: JSON nested too deeply to read") from None
 
     def _discard_body(self) -> None:
         """Read a refused request's body, so that the client can read the answer."""
         length = self.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) <= MAX_REQUEST_BYTES:
+        if length.isdigit() and int(length) <= self.server.app.max_body_bytes:
             try:
                 self.rfile.read(int(length))
             except OSError:
@@ -543,7 +734,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _send_error(self, status: int, message: str) -> None:
-        kinds = {401: "authentication_error", 408: "timeout"}
+        kinds = {401: "authentication_error", 408: "timeout", 413: "request_too_large"}
         kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
         self._send(status, {"error": {"message": message, "type": kind}})
 
@@ -573,8 +764,20 @@ def _messages(value: Any) -> list[Message]:
             raise BadRequest(f"messages[{index}].role: expected one of {ROLES}, got {role!r}")
         if not isinstance(content, str):
             raise BadRequest(f"messages[{index}].content: expected a string, got {content!r:.80}")
+        _check_encodable(content, f"messages[{index}].content")
         messages.append({"role": role, "content": content})
     return messages
+
+
+def _check_encodable(text: str, field: str) -> None:
+    """JSON can carry a lone UTF-16 surrogate (``"\\ud800"``), which no tokenizer can read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BadRequest(
+            f"{field}: a lone surrogate {text[error.start]!r} at character {error.start}; "
+            "send valid Unicode (surrogates only in pairs)"
+        ) from None
 
 
 def _integer(
@@ -630,6 +833,8 @@ def _strings(value: Any, field: str) -> Sequence[str]:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise BadRequest(f"{field}: expected a list of non-empty strings, got {value!r:.80}")
+    for index, item in enumerate(value):
+        _check_encodable(item, f"{field}[{index}]")
     return value
 
 

@@ -1,7 +1,7 @@
 """A backend for any OpenAI-compatible ``/v1/chat/completions`` server.
 
 vLLM, the llama.cpp server, Ollama, hosted APIs and this project's own
-:mod:`agents.serve` all speak this protocol. Only the standard library is used for HTTP.
+:mod:`llm.serve` all speak this protocol. Only the standard library is used for HTTP.
 
 >>> backend = OpenAIBackend("http://127.0.0.1:8000/v1", "Qwen/Qwen2.5-0.5B-Instruct")
 >>> [reply] = backend.generate(
@@ -21,7 +21,7 @@ Failures:
 - Any other status (400, 401, 404, redirects, ...) fails at once: repeating the same
   request cannot succeed. So does an answer larger than ``max_response_bytes``.
 
-Every failure ends in :class:`~agents.backends.base.BackendError`; none returns an empty
+Every failure ends in :class:`~llm.interface.BackendError`; none returns an empty
 utterance. Each attempt, from connecting to the last byte of the answer (headers
 included), is bounded by ``timeout``, so a call ends after at most about
 ``(max_retries + 1) * timeout`` seconds plus the pauses.
@@ -53,7 +53,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from agents.backends.base import BackendError, Conversation, Generation, GenerationSettings
+from llm.interface import (
+    BackendError,
+    Conversation,
+    Generation,
+    GenerationSettings,
+    LogprobsUnavailable,
+)
 
 T = TypeVar("T")
 
@@ -178,7 +184,7 @@ class _HTTPSHandler(_DeadlineHandling, urllib.request.HTTPSHandler):
 
 
 class OpenAIBackend:
-    """An :class:`~agents.backends.base.LLMBackend` talking to a chat-completions server.
+    """An :class:`~llm.interface.LLMBackend` talking to a chat-completions server.
 
     ``base_url`` is the API root, e.g. ``http://127.0.0.1:8000/v1``. A URL with no path
     (``http://127.0.0.1:8000``) gets ``/v1`` appended; a URL with a path is used as given
@@ -191,7 +197,7 @@ class OpenAIBackend:
 
     ``send_candidates=True`` adds the candidates of :meth:`next_token_logprobs` to the
     request as the non-standard field ``candidates``, which this project's own server
-    (:mod:`agents.serve`) needs in order to score them. Leave it off for other servers:
+    (:mod:`llm.serve`) needs in order to score them. Leave it off for other servers:
     OpenAI's hosted API rejects fields it does not know.
 
     ``max_response_bytes`` caps the size of an answer read into memory (32 MiB).
@@ -290,7 +296,7 @@ class OpenAIBackend:
         A non-empty ``assistant_prefix`` is sent as a final assistant message. Servers differ
         in whether they continue that message or start a new turn after it (vLLM continues
         it only when started with ``continue_final_message``), so keep prefixes to what the
-        scores do not depend on. Raises :class:`BackendError` at once when the server
+        scores do not depend on. Raises :class:`LogprobsUnavailable` at once when the server
         returns no top log-probabilities; callers can then parse the answer text instead.
         """
         if not candidates:
@@ -454,10 +460,10 @@ class OpenAIBackend:
         if top is not None and not isinstance(top, list):
             raise _MalformedResponse("choices[0].logprobs.content[0].top_logprobs is not a list")
         if not top:  # the chosen token alone cannot rank the candidates
-            raise BackendError(
+            raise LogprobsUnavailable(
                 f"{self.name}: the server does not provide token log-probabilities "
                 "(no choices[0].logprobs.content[0].top_logprobs in its answer; "
-                "agents.serve provides them with send_candidates=True); "
+                "llm.serve provides them with send_candidates=True); "
                 "parse the answer text instead"
             )
         by_stripped: dict[str, list[str]] = {}

@@ -15,11 +15,14 @@ Everywhere a model is named, :func:`resolve_model` accepts:
 The cache lives in ``$NEGOTIATION_MODELS_DIR``, else ``$XDG_CACHE_HOME/negotiation-alignment/models``,
 else ``~/.cache/negotiation-alignment/models``. A folder appears there only by an atomic rename
 after conversion succeeded, so a fetch killed halfway never leaves a model that later loads.
-Its manifest lists every file with its size: an entry missing one (damaged by hand or by an
+Its manifest lists every file with its size and SHA-256: an entry missing one (damaged by hand or by an
 older version of this code) counts as not fetched, and the next fetch replaces it. A forced
 fetch moves the old folder aside before renaming the new one in, so the name always holds a
 complete model (or, for an instant, none). Staging folders (``.NAME.partial.*``) left by
-killed fetches are removed by the next fetch of the same model.
+killed fetches are removed by the next fetch of the same model. The first time a process
+loads a cached model, each file's SHA-256 is checked against the manifest
+(:func:`verify_checksums`): a file changed on disk is an error telling you to fetch again
+with ``--force``, never a model that loads and answers wrongly.
 """
 
 from __future__ import annotations
@@ -167,6 +170,47 @@ def is_complete(folder: Path) -> bool:
     return True
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_verified: set[Path] = set()  # folders whose files matched their checksums in this process
+
+
+def verify_checksums(folder: Path, name: str) -> None:
+    """Check each file of a cached model against the SHA-256 its manifest recorded when the
+    model was converted, once per process; a changed or damaged file is an error saying how
+    to repair the cache. A manifest from before checksums were recorded gets them now."""
+    folder = folder.resolve()
+    if folder in _verified:
+        return
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    recorded = manifest.get("sha256")
+    if not isinstance(recorded, dict):
+        with _locked(folder.parent / f".{name}.lock"):
+            manifest["sha256"] = {
+                f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.name != MANIFEST
+            }
+            write_atomic = folder / f".{MANIFEST}.tmp"
+            write_atomic.write_text(json.dumps(manifest, indent=2) + "\n")
+            os.replace(write_atomic, manifest_path)
+        _verified.add(folder)
+        return
+    for file_name, expected in recorded.items():
+        if _sha256(folder / file_name) != expected:
+            raise ModelFetchError(
+                f"{folder / file_name}: its contents differ from those recorded when "
+                f"{name!r} was converted (changed or damaged on disk); run "
+                f"`negotiate models fetch {name} --force` to replace the cached copy"
+            )
+    _verified.add(folder)
+
+
 def _remove_stale_partials(root: Path, name: str) -> None:
     """Staging folders of ``name`` left by killed fetches (call with the model's lock held:
     no other fetch of this model is running, so none of them is in use)."""
@@ -312,6 +356,7 @@ def fetch_model(
 
             manifest = {
                 "name": model.name,
+                "sha256": {f.name: _sha256(f) for f in sorted(output.iterdir())},
                 "description": model.description,
                 "requirements": list(model.requirements),
                 "gguf_sha256": model.sha256,
@@ -328,6 +373,7 @@ def fetch_model(
             os.replace(output, target)  # atomic: the folder appears complete or not at all
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        _verified.add(target.resolve())  # just written from verified parts
         if not quiet:
             print(
                 f"{model.name} ready in {time.perf_counter() - started:.0f} s: {target}",
@@ -341,7 +387,9 @@ def resolve_model(spec: str, cache: str | Path | None = None, auto_fetch: bool =
     model = registered(spec)
     if model is not None:
         if is_fetched(model.name, cache):
-            return str(model_path(model.name, cache))
+            folder = model_path(model.name, cache)
+            verify_checksums(folder, model.name)
+            return str(folder)
         if not auto_fetch:
             raise ModelFetchError(
                 f"model {model.name!r} is not fetched yet; run `negotiate models fetch {model.name}`"
@@ -355,4 +403,42 @@ def resolve_model(spec: str, cache: str | Path | None = None, auto_fetch: bool =
                 f"saved with save_pretrained, or one of {sorted(REGISTRY)}"
             )
         return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        # a hub id is "name" or "owner/name": anything else was meant as a folder
+        raise FileNotFoundError(
+            f"no model folder at {spec}; give a folder saved with save_pretrained, a hub id "
+            f"(owner/name, with network access), or one of {sorted(REGISTRY)}"
+        )
     return spec  # a hub id: transformers resolves it (and fails clearly when offline)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' weight-loading progress bars and load reports off while a model loads:
+    a command's output is its own lines, and the reward model's score head, which the base
+    model lacks and the adapter brings, is not reported as missing."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+def check_adapter(adapter: str | Path) -> Path:
+    """``adapter`` as a folder holding a PEFT adapter, or a clear error saying what is wrong."""
+    folder = Path(adapter).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"adapter: no folder at {folder}")
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"adapter: {folder} holds no adapter_config.json; give the folder a training run "
+            "saved (e.g. runs/selfplay/final) or a checkpoint-N folder"
+        )
+    return folder

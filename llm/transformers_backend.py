@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from agents.backends.base import (
+from llm.interface import (
     BackendError,
     ContextLengthError,
     Conversation,
@@ -29,14 +29,15 @@ from agents.backends.base import (
     GenerationCancelled,
     GenerationSettings,
 )
-from agents.backends.kv_cache import (
+from llm.kv_cache import (
     PrefixStore,
     cache_from_blocks,
     plain_layers,
     reserve_room,
     shared_prefixes,
 )
-from agents.backends.shared_prefix import (
+from llm.models import check_adapter, quiet_loading, resolve_model
+from llm.shared_prefix import (
     GroupPlan,
     SharedPrefixLayout,
     plan_groups,
@@ -44,7 +45,6 @@ from agents.backends.shared_prefix import (
     split_cache,
     supports_shared_prefix,
 )
-from agents.models import resolve_model
 
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
@@ -119,9 +119,12 @@ class TransformersBackend:
         self.device = pick_device(device)
         torch_dtype = pick_dtype(dtype, self.device)
         path = resolve_model(model, cache)
+        if adapter:
+            adapter = str(check_adapter(adapter))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-            network = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            with quiet_loading():
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                network = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
         except OSError as error:
             raise BackendError(
                 f"cannot load model {model!r} from {path!r}: {error}. Give a registered name "
@@ -169,7 +172,7 @@ class TransformersBackend:
         self.prefix_cache_bytes = 2 * 2**30  # 0 = never reuse prefixes
         # prompts of one call that share at least this many tokens have them computed once
         self.min_shared_prefix = 32
-        # decode steps read such a prefix once per group of rows (agents/backends/
+        # decode steps read such a prefix once per group of rows (llm/
         # shared_prefix.py); measured faster on CPU, not yet measured on CUDA
         self.shared_prefix_attention = self.device.type == "cpu"
         if tokenizer.pad_token_id is None:
@@ -187,7 +190,7 @@ class TransformersBackend:
     @contextmanager
     def cancelled_by(self, event: threading.Event) -> Iterator[None]:
         """Within this scope, a generation stops with :class:`GenerationCancelled` at its next
-        decoding step once ``event`` is set. :mod:`agents.serve` sets it when the client of a
+        decoding step once ``event`` is set. :mod:`llm.serve` sets it when the client of a
         request disconnects, so that nobody waits for an answer no one will read."""
         previous, self._cancel = self._cancel, event
         try:
@@ -756,6 +759,25 @@ class TransformersBackend:
                 log_probs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)[:, index_tensor]
                 for row, index in enumerate(batch):
                     results[index] = dict(zip(candidates, log_probs[row].tolist(), strict=True))
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def next_token_top_logprobs(
+        self, conversations: Sequence[Conversation], k: int, assistant_prefix: str = ""
+    ) -> list[list[tuple[str, float]]]:
+        """The ``k`` most likely next tokens (text, log-probability) as the assistant's next
+        token, per conversation, most likely first (an OpenAI ``top_logprobs`` list)."""
+        prompts = self.encode([self.render(c, assistant_prefix) for c in conversations])
+        results: list[list[tuple[str, float]] | None] = [None] * len(prompts)
+        for batch in self._batches([len(p) for p in prompts]):
+            output, _, _ = self._prefill([prompts[i] for i in batch])
+            log_probs = torch.log_softmax(output.logits[:, -1].float(), dim=-1)
+            values, ids = torch.topk(log_probs, k, dim=-1)
+            for row, index in enumerate(batch):
+                results[index] = [
+                    (self.tokenizer.decode([token]), value)
+                    for token, value in zip(ids[row].tolist(), values[row].tolist(), strict=True)
+                ]
         return results  # type: ignore[return-value]
 
 

@@ -1,13 +1,11 @@
-"""The LLM backend interface that agents and judges share.
-
-It lives in the environment package, the lowest layer, so that judges (here) and agents
-(``agents.backends``, which re-exports it) both depend on it without importing upwards.
+"""The LLM backend interface that agents, judges and trainers share.
 
 A backend turns chat conversations into generations. Two implementations ship:
-:class:`~agents.backends.transformers_backend.TransformersBackend` (a local causal LM,
-batched) and :class:`~agents.backends.openai_backend.OpenAIBackend` (any
-``/v1/chat/completions`` server). Both take a list of conversations and return a list of
-:class:`Generation`, one per conversation, in order.
+:class:`~llm.transformers_backend.TransformersBackend` (a local causal LM, batched) and
+:class:`~llm.openai_backend.OpenAIBackend` (any ``/v1/chat/completions`` server). Both take a
+list of conversations and return a list of :class:`Generation`, one per conversation, in
+order. Failures are typed (:class:`BackendError` and its subclasses) so that callers choose
+a fallback by the error's type, never by its message.
 """
 
 from __future__ import annotations
@@ -32,9 +30,14 @@ class ContextLengthError(BackendError):
     same request cannot help, so a server answers it with HTTP 400."""
 
 
+class LogprobsUnavailable(BackendError):
+    """The backend cannot give token log-probabilities (e.g. a server that returns no
+    ``top_logprobs``); a caller that can parse answer text instead falls back to that."""
+
+
 class GenerationCancelled(BackendError):
     """A generation was stopped before it finished, because its caller no longer wants it
-    (e.g. the client of :mod:`agents.serve` disconnected)."""
+    (e.g. the client of :mod:`llm.serve` disconnected)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from transformers import AttentionInterface
 
-from agents.backends.kv_cache import LayerKV, ReservedLayer, plain_layers, sorted_neighbours
+from llm.kv_cache import LayerKV, ReservedLayer, plain_layers, sorted_neighbours
 
 ATTENTION_NAME = "negotiation_shared_prefix"
 

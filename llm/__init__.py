@@ -1,0 +1,38 @@
+"""The LLM runtime, the ground floor every other package may import.
+
+- :mod:`llm.interface`: the backend protocol, generation settings and typed errors;
+- :mod:`llm.transformers_backend`: local causal LMs, batched, with KV-cache prefix reuse
+  (:mod:`llm.kv_cache`) and shared-prefix attention (:mod:`llm.shared_prefix`);
+- :mod:`llm.openai_backend`: any OpenAI-compatible ``/v1/chat/completions`` server;
+- :mod:`llm.reward_backend`: sequence-classification reward models (the shipped ``ca-rm-v1``);
+- :mod:`llm.models`: the registry of embedded models, their fetcher and cache;
+- :mod:`llm.serve`: any backend served as an OpenAI-compatible HTTP API;
+- :mod:`llm.specs`: backends from short specs (``smollm2``, ``hf:PATH``, ``openai:MODEL@URL``).
+
+Importing this package loads no model library; the backends import torch and transformers
+when they are built.
+"""
+
+from llm.interface import (
+    BackendError,
+    ContextLengthError,
+    Conversation,
+    Generation,
+    GenerationCancelled,
+    GenerationSettings,
+    LLMBackend,
+    LogprobsUnavailable,
+    Message,
+)
+
+__all__ = [
+    "BackendError",
+    "ContextLengthError",
+    "Conversation",
+    "Generation",
+    "GenerationCancelled",
+    "GenerationSettings",
+    "LLMBackend",
+    "LogprobsUnavailable",
+    "Message",
+]
