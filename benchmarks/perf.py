@@ -41,7 +41,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -379,87 +379,10 @@ def training_throughput(
     of negotiator_0) and hands out length-bucketed micro-batches; ``compare_split`` also
     times the same batch on TRL's plain split. ``timer`` replaces :func:`_timed_step`."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from llm.models import resolve_model
-    from negotiation_env.judges import AgreementDecision
-
     if kind == "selfplay":
-        from trainers.config import TrainConfig
-        from trainers.selfplay import build_trainer
-
-        config = TrainConfig.from_dict(
-            {
-                "model": {
-                    "policy": "smollm2",
-                    "dtype": weights,
-                    "lora": True,
-                    "gradient_checkpointing": False,
-                },
-                # one sample per turn of negotiator_0 (turn 1, 3, ...) of G dialogues
-                "rollout": {
-                    "group_size": sequences,
-                    "scenarios_per_step": 1,
-                    "max_new_tokens": max_new_tokens,
-                    "summary_max_new_tokens": 8,
-                },
-                "env": {"max_turns": turns, "min_turns_for_agreement": turns, "mode": "evaluation"},
-                "reward": {"judge": "rule", "agreement": "marker"},
-                "optim": {"max_steps": 1},
-                "run": {
-                    "output_dir": str(out / "selfplay"),
-                    "report_to": "none",
-                    "sample_dialogues": 0,
-                },
-            }
-        )
-        trainer = build_trainer(
-            config, agreement_detector=lambda s, t: AgreementDecision(True, 1.0, "x")
-        )
-        batch = [{"prompt": SCENARIO}] * (sequences * config.turns_per_dialogue())
+        trainer, batch = _selfplay_step_trainer(sequences, max_new_tokens, weights, turns, out)
     else:
-        from datasets import Dataset
-        from peft import LoraConfig
-        from trl import GRPOConfig, GRPOTrainer
-
-        from negotiation_env import NegotiationConfig
-        from negotiation_env.vector import VectorNegotiationEnv
-        from trainers.config import ModelConfig
-
-        lora = ModelConfig()  # the model section our trainer uses here: its defaults
-        env = VectorNegotiationEnv(config=NegotiationConfig())
-        env.reset([SCENARIO])
-        prompt = list(env.pending()[0][2]["messages"])  # the same first-turn prompt, single-turn
-        args = GRPOConfig(
-            output_dir=str(out / "plain"),
-            num_generations=sequences,
-            per_device_train_batch_size=sequences,
-            max_completion_length=max_new_tokens,
-            temperature=0.7,
-            top_p=0.95,
-            report_to=[],
-            use_cpu=not CUDA,
-            gradient_checkpointing=False,
-            bf16=False,
-            disable_tqdm=True,
-            max_steps=1,
-            model_init_kwargs={"dtype": weights},
-        )
-        trainer = GRPOTrainer(
-            model=resolve_model("smollm2"),
-            reward_funcs=lambda completions, **_: [
-                float(len(c[0]["content"]) % 5) for c in completions
-            ],
-            args=args,
-            train_dataset=Dataset.from_dict({"prompt": [prompt]}),
-            # the same adapter as our trainer's (its model defaults), dropout included
-            peft_config=LoraConfig(
-                r=lora.lora_rank,
-                lora_alpha=lora.lora_alpha,
-                lora_dropout=lora.lora_dropout,
-                target_modules=lora.lora_target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
-        batch = [{"prompt": prompt}] * sequences
+        trainer, batch = _plain_grpo_step_trainer(sequences, max_new_tokens, weights, out)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     inputs = trainer._generate_and_score_completions(batch)
@@ -495,6 +418,98 @@ def training_throughput(
     if compare_split:
         result["plain_split"] = timed(bucketed=False)
     return result
+
+
+def _selfplay_step_trainer(
+    sequences: int, max_new_tokens: int, weights: str, turns: int, out: Path
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Our trainer for one step of ``sequences`` dialogues of ``turns`` turns, and its batch."""
+    from negotiation_env.judges import AgreementDecision
+    from trainers.config import TrainConfig
+    from trainers.selfplay import build_trainer
+
+    config = TrainConfig.from_dict(
+        {
+            "model": {
+                "policy": "smollm2",
+                "dtype": weights,
+                "lora": True,
+                "gradient_checkpointing": False,
+            },
+            # one sample per turn of negotiator_0 (turn 1, 3, ...) of G dialogues
+            "rollout": {
+                "group_size": sequences,
+                "scenarios_per_step": 1,
+                "max_new_tokens": max_new_tokens,
+                "summary_max_new_tokens": 8,
+            },
+            "env": {"max_turns": turns, "min_turns_for_agreement": turns, "mode": "evaluation"},
+            "reward": {"judge": "rule", "agreement": "marker"},
+            "optim": {"max_steps": 1},
+            "run": {
+                "output_dir": str(out / "selfplay"),
+                "report_to": "none",
+                "sample_dialogues": 0,
+            },
+        }
+    )
+    trainer = build_trainer(
+        config, agreement_detector=lambda s, t: AgreementDecision(True, 1.0, "x")
+    )
+    batch = [{"prompt": SCENARIO}] * (sequences * config.turns_per_dialogue())
+    return trainer, batch
+
+
+def _plain_grpo_step_trainer(
+    sequences: int, max_new_tokens: int, weights: str, out: Path
+) -> tuple[Any, list[dict[str, Any]]]:
+    """TRL's own GRPOTrainer with the same adapter on the same first-turn prompt, and its batch."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    from llm.models import resolve_model
+    from negotiation_env import NegotiationConfig
+    from negotiation_env.vector import VectorNegotiationEnv
+    from trainers.config import ModelConfig
+
+    lora = ModelConfig()  # the model section our trainer uses here: its defaults
+    env = VectorNegotiationEnv(config=NegotiationConfig())
+    env.reset([SCENARIO])
+    prompt = list(env.pending()[0][2]["messages"])  # the same first-turn prompt, single-turn
+    args = GRPOConfig(
+        output_dir=str(out / "plain"),
+        num_generations=sequences,
+        per_device_train_batch_size=sequences,
+        max_completion_length=max_new_tokens,
+        temperature=0.7,
+        top_p=0.95,
+        report_to=[],
+        use_cpu=not CUDA,
+        gradient_checkpointing=False,
+        bf16=False,
+        disable_tqdm=True,
+        max_steps=1,
+        model_init_kwargs={"dtype": weights},
+    )
+    trainer = GRPOTrainer(
+        model=resolve_model("smollm2"),
+        reward_funcs=lambda completions, **_: [
+            float(len(c[0]["content"]) % 5) for c in completions
+        ],
+        args=args,
+        train_dataset=Dataset.from_dict({"prompt": [prompt]}),
+        # the same adapter as our trainer's (its model defaults), dropout included
+        peft_config=LoraConfig(
+            r=lora.lora_rank,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            target_modules=lora.lora_target_modules,
+            task_type="CAUSAL_LM",
+        ),
+    )
+    batch = [{"prompt": prompt}] * sequences
+    return trainer, batch
 
 
 def profile_training_step(
@@ -767,7 +782,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return model
 
     backend = load(FP32)
-    report: dict[str, Any] = {
+    report = machine_figures(
+        command, args.quick, dialogues, naive_dialogues, sequences, tokens, turns
+    )
+    precisions = [("fp32", backend)]
+    if not args.quick:
+        precisions.append(("bf16", load(BF16)))
+    for label, model in precisions:
+        report["rollout"][label] = rollout_figures(model, dialogues, naive_dialogues, turns, tokens)
+        save(report, out)
+    report["training"] = training_figures(sequences, tokens, args.quick, out, report)
+    report["memory_gib"] = {
+        "rollout": peak_memory("rollout", dialogues, tokens),
+        "training": peak_memory("training", sequences, tokens),
+    }
+    save(report, out)
+    scaling_figures(backend, sizes, turns, tokens, out, report)
+    # a peak is a best case: other load on a shared machine only lowers a measurement, so
+    # the peak is measured again at the end and the higher reading kept
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        report["peak_flops"][name] = max(report["peak_flops"][name], peak_matmul_flops(dtype))
+    parameters = sum(p.numel() for p in backend.model.parameters())
+    head = backend.model.get_output_embeddings().weight.numel()
+    report["utilisation"] = utilisation(report, parameters, head)
+    plot_scaling(report["scaling"], out / "scaling.png")
+    save(report, out)
+    write_text_atomic(out / "perf.md", markdown(report))
+    print(markdown(report))
+    return report
+
+
+def machine_figures(
+    command: str,
+    quick: bool,
+    dialogues: int,
+    naive_dialogues: int,
+    sequences: int,
+    tokens: int,
+    turns: int,
+) -> dict[str, Any]:
+    """The report's start: the command, the machine, the settings and the machine's peaks."""
+    return {
         "command": command,
         "machine": describe_machine(),
         "settings": {
@@ -783,21 +838,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "bfloat16": peak_matmul_flops(torch.bfloat16),
         },
         "memory_read_bandwidth": memory_read_bandwidth(),
-        "env": env_steps_per_second(20 if args.quick else 200),
+        "env": env_steps_per_second(20 if quick else 200),
         "rollout": {},
     }
-    precisions = [("fp32", backend)]
-    if not args.quick:
-        precisions.append(("bf16", load(BF16)))
-    for label, model in precisions:
-        report["rollout"][label] = rollout_figures(model, dialogues, naive_dialogues, turns, tokens)
-        save(report, out)
-    report["training"] = training_figures(sequences, tokens, args.quick, out, report)
-    report["memory_gib"] = {
-        "rollout": peak_memory("rollout", dialogues, tokens),
-        "training": peak_memory("training", sequences, tokens),
-    }
-    save(report, out)
+
+
+def scaling_figures(
+    backend: Any, sizes: Sequence[int], turns: int, tokens: int, out: Path, report: dict[str, Any]
+) -> None:
+    """Rollout and training throughput at each number of dialogues, into ``report["scaling"]``
+    (saved after each size)."""
     report["scaling"] = []
     for size in sizes:
         rollout = batched_rollout(backend, size, turns, tokens)
@@ -814,18 +864,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         print(f"scaling {size}: {report['scaling'][-1]}", flush=True)
         save(report, out)
-    # a peak is a best case: other load on a shared machine only lowers a measurement, so
-    # the peak is measured again at the end and the higher reading kept
-    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
-        report["peak_flops"][name] = max(report["peak_flops"][name], peak_matmul_flops(dtype))
-    parameters = sum(p.numel() for p in backend.model.parameters())
-    head = backend.model.get_output_embeddings().weight.numel()
-    report["utilisation"] = utilisation(report, parameters, head)
-    plot_scaling(report["scaling"], out / "scaling.png")
-    save(report, out)
-    write_text_atomic(out / "perf.md", markdown(report))
-    print(markdown(report))
-    return report
 
 
 def utilisation(report: dict[str, Any], parameters: int, head: int) -> dict[str, float]:

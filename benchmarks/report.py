@@ -96,17 +96,31 @@ def markdown(results: dict[str, Any]) -> str:
 def plot(
     results: dict[str, Any], out: Path, records: list[dict[str, Any]] | None = None
 ) -> list[Path]:
+    """The suite's figures (scores, win-rate matrices, rounds to agreement, training curves)
+    as PNG files in ``out``; the paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
+    written = [_plot_scores(results["agents"], out)]
+    for criterion in ("ca", "conflict"):
+        if results["win_rates"][criterion]:
+            written.append(_plot_win_rates(results["win_rates"][criterion], criterion, out))
+    if records:
+        names = [r["agent"] for r in results["agents"]]
+        written.append(_plot_rounds(records, names, results["config"]["max_turns"], out))
+    for run_dir in results["config"].get("run_dirs") or []:
+        path = training_curves(Path(run_dir), out)
+        if path:
+            written.append(path)
+    return written
+
+
+def _plot_scores(rows: list[dict[str, Any]], out: Path) -> Path:
+    """CA scores with intervals, negotiated next to direct answers."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    written = []
-    rows = results["agents"]
     names = [r["agent"] for r in rows]
-
-    # CA scores with intervals, negotiated next to direct answers
     figure, axis = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 4))
     x = np.arange(len(rows))
     for offset, key, label in ((-0.2, "ca", "negotiated"), (0.2, "direct_ca", "direct answer")):
@@ -127,67 +141,69 @@ def plot(
     axis.legend()
     axis.set_title("Collective Agency of the resolutions")
     figure.tight_layout()
-    written.append(_save(figure, out / "scores.png"))
+    return _save(figure, out / "scores.png")
 
-    for criterion in ("ca", "conflict"):
-        matrix = results["win_rates"][criterion]
-        if not matrix:
-            continue
-        labels = list(matrix)
-        values = np.array(
+
+def _plot_win_rates(matrix: dict[str, Any], criterion: str, out: Path) -> Path:
+    """One criterion's pairwise win rates, row agent against column agent."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = list(matrix)
+    values = np.array(
+        [
             [
-                [
-                    matrix[a][b]["win_rate"] if a != b and matrix[a][b]["judged"] else np.nan
-                    for b in labels
-                ]
-                for a in labels
-            ],
-            dtype=float,
-        )
-        figure, axis = plt.subplots(figsize=(1.3 * len(labels) + 2, 1.1 * len(labels) + 1.5))
-        image = axis.imshow(values, vmin=0, vmax=1, cmap="RdYlGn")
-        for i, j in np.ndindex(values.shape):
-            if not np.isnan(values[i, j]):
-                axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=9)
-        axis.set_xticks(range(len(labels)), [_short(n) for n in labels], rotation=30, ha="right")
-        axis.set_yticks(range(len(labels)), [_short(n) for n in labels])
-        axis.set_title(
-            f"{'CA' if criterion == 'ca' else 'Conflict-resolution'} win rate (row beats column)"
-        )
-        figure.colorbar(image, ax=axis)
-        figure.tight_layout()
-        written.append(_save(figure, out / f"win_rates_{criterion}.png"))
+                matrix[a][b]["win_rate"] if a != b and matrix[a][b]["judged"] else np.nan
+                for b in labels
+            ]
+            for a in labels
+        ],
+        dtype=float,
+    )
+    figure, axis = plt.subplots(figsize=(1.3 * len(labels) + 2, 1.1 * len(labels) + 1.5))
+    image = axis.imshow(values, vmin=0, vmax=1, cmap="RdYlGn")
+    for i, j in np.ndindex(values.shape):
+        if not np.isnan(values[i, j]):
+            axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=9)
+    axis.set_xticks(range(len(labels)), [_short(n) for n in labels], rotation=30, ha="right")
+    axis.set_yticks(range(len(labels)), [_short(n) for n in labels])
+    axis.set_title(
+        f"{'CA' if criterion == 'ca' else 'Conflict-resolution'} win rate (row beats column)"
+    )
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    return _save(figure, out / f"win_rates_{criterion}.png")
 
-    if records:
-        figure, axis = plt.subplots(figsize=(7, 4))
-        max_turns = results["config"]["max_turns"]
-        bins = list(range(1, max_turns + 1)) + ["none"]
-        width = 0.8 / max(len(names), 1)
-        for index, name in enumerate(names):
-            episodes = [r for r in records if r["agent"] == name and r["kind"] == "negotiated"]
-            if not episodes:
-                continue
-            counts = [sum(r["rounds_to_agreement"] == b for r in episodes) for b in bins[:-1]]
-            counts.append(sum(not r["agreement"] for r in episodes))
-            axis.bar(
-                np.arange(len(bins)) + index * width,
-                np.array(counts) / len(episodes),
-                width,
-                label=_short(name),
-            )
-        axis.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
-        axis.set_xlabel("turns until agreement")
-        axis.set_ylabel("share of episodes")
-        axis.legend(fontsize=8)
-        axis.set_title("Rounds to agreement")
-        figure.tight_layout()
-        written.append(_save(figure, out / "rounds.png"))
 
-    for run_dir in results["config"].get("run_dirs") or []:
-        path = training_curves(Path(run_dir), out)
-        if path:
-            written.append(path)
-    return written
+def _plot_rounds(
+    records: list[dict[str, Any]], names: list[str], max_turns: int, out: Path
+) -> Path:
+    """The share of each agent's episodes that agreed after 1, 2, ... turns, or never."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    bins = list(range(1, max_turns + 1)) + ["none"]
+    width = 0.8 / max(len(names), 1)
+    for index, name in enumerate(names):
+        episodes = [r for r in records if r["agent"] == name and r["kind"] == "negotiated"]
+        if not episodes:
+            continue
+        counts = [sum(r["rounds_to_agreement"] == b for r in episodes) for b in bins[:-1]]
+        counts.append(sum(not r["agreement"] for r in episodes))
+        axis.bar(
+            np.arange(len(bins)) + index * width,
+            np.array(counts) / len(episodes),
+            width,
+            label=_short(name),
+        )
+    axis.set_xticks(np.arange(len(bins)) + 0.4 - width / 2, [str(b) for b in bins])
+    axis.set_xlabel("turns until agreement")
+    axis.set_ylabel("share of episodes")
+    axis.legend(fontsize=8)
+    axis.set_title("Rounds to agreement")
+    figure.tight_layout()
+    return _save(figure, out / "rounds.png")
 
 
 def training_curves(run_dir: Path, out: Path) -> Path | None:

@@ -129,16 +129,8 @@ def load_backend(spec: str, **options: Any) -> Any:
     """The (shared) LLM backend of a registry name, ``hf:...`` or ``openai:MODEL@URL`` spec."""
     base, spec_options = split_spec(spec)
     options = {**spec_options, **options}
+    check_backend(base, options)
     kind, target = _kind(base)
-    if not kind:
-        raise SpecError(
-            f"{spec!r} is not an LLM spec; use a registered model name, 'hf:PATH' or "
-            "'openai:MODEL@URL'"
-        )
-    allowed = _BACKEND_OPTIONS[kind]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise SpecError(f"{spec!r}: unknown backend option(s) {unknown}; allowed: {list(allowed)}")
     key = (kind, target, tuple(sorted(options.items())))
     if key not in _backends:
         if kind == "hf":
@@ -148,11 +140,7 @@ def load_backend(spec: str, **options: Any) -> Any:
         else:
             from llm.openai_backend import OpenAIBackend
 
-            model, at, url = target.partition("@")
-            if not at or not model or not url:
-                raise SpecError(
-                    f"{spec!r}: expected 'openai:MODEL@URL', e.g. openai:llama3@http://127.0.0.1:8000/v1"
-                )
+            model, _, url = target.partition("@")
             _backends[key] = OpenAIBackend(base_url=url, model=model, **options)
     return _backends[key]
 
