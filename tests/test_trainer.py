@@ -85,6 +85,19 @@ def test_unknown_or_mistyped_settings_name_the_key():
         TrainConfig.from_dict({"env": {"max_turns": 0}})
 
 
+def test_a_learning_rate_written_5e_4_is_a_float_in_yaml_and_on_the_command_line(tmp_path):
+    from negotiate.train import parse_overrides
+
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  learning_rate: 5e-4\n")  # a string to YAML 1.1
+    assert TrainConfig.from_yaml(path).optim.learning_rate == 5e-4
+    overrides = parse_overrides(["optim.learning_rate=1E-3", "optim.max_grad_norm=.5e1"])
+    config = TrainConfig.from_yaml(path, overrides)
+    assert (config.optim.learning_rate, config.optim.max_grad_norm) == (1e-3, 5.0)
+    with pytest.raises(ValueError, match="optim.learning_rate"):
+        TrainConfig.from_yaml(path, parse_overrides(["optim.learning_rate=5e-4x"]))
+
+
 def test_paper_defaults():
     config = TrainConfig()
     assert (

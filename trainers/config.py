@@ -17,6 +17,7 @@ wrongly typed values are errors that name the key::
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,7 @@ class TrainConfig:
                     raise ValueError(f"{source}: unknown key {name}.{key}; known: {sorted(known)}")
             if name == "env":
                 raw = {"mode": "training", **raw}
+            raw = _floats_from_exponent_strings(section_type, raw)
             try:
                 built[name] = section_type(**raw)
                 check_field_types(built[name])
@@ -322,3 +324,19 @@ class TrainConfig:
                 note = item.metadata.get("help", "")
                 lines.append(f"  {item.name}: {getattr(value, item.name)!r}  # {note}")
         return "\n".join(lines)
+
+
+# YAML 1.1 (PyYAML) reads 5e-4 as a string: only 5.0e-4 is a float there.
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def _floats_from_exponent_strings(section_type: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with float fields given as ``5e-4`` (a string to YAML 1.1) turned into floats,
+    so that a learning rate written the way papers write it is read as meant."""
+    floats = {f.name for f in dataclasses.fields(section_type) if str(f.type) == "float"}
+    return {
+        key: float(value)
+        if key in floats and isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip())
+        else value
+        for key, value in raw.items()
+    }
