@@ -78,6 +78,18 @@ def length_relation(better: str, worse: str) -> str:
     return "worse-longer" if w > b else "worse-shorter"
 
 
+def per_flaw(items: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The first ``count`` items of each kind of flaw, in file order: a subset as balanced
+    over flaws as the whole set, so that a slow judge can be compared on the same items."""
+    taken: dict[str, int] = {}
+    subset = []
+    for item in items:
+        if taken.get(item["flaw"], 0) < count:
+            taken[item["flaw"]] = taken.get(item["flaw"], 0) + 1
+            subset.append(item)
+    return subset
+
+
 def load_items(path: Path = DATA / "judge_quality.jsonl") -> list[dict[str, Any]]:
     """Labelled pairs: ``id``, ``scenario_id``, ``better``, ``worse``, ``flaw``."""
     bank = ScenarioBank.default()
@@ -559,6 +571,14 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N items (0 = all)")
     parser.add_argument(
+        "--per-flaw",
+        type=int,
+        default=0,
+        metavar="N",
+        help="use only the first N items of each kind of flaw (a balanced subset, for slow "
+        "judges; 0 = all)",
+    )
+    parser.add_argument(
         "--parsed-wordings",
         type=int,
         default=1,
@@ -786,6 +806,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.fit_checklist:
         return {"fitted": fit_checklist_step(args)}
     items = load_items(Path(args.items))[: args.limit or None]
+    if args.per_flaw:
+        items = per_flaw(items, args.per_flaw)
     cache = JudgeCache(args.cache)
     out = Path(args.out)
     report = _new_report(args, argv, items)

@@ -2,7 +2,13 @@
 
 import pytest
 
-from benchmarks.judge_quality import _replace, flaw_accuracy, threshold_metrics
+from benchmarks.judge_quality import (
+    _replace,
+    flaw_accuracy,
+    load_items,
+    per_flaw,
+    threshold_metrics,
+)
 
 
 def _row(probability, label):
@@ -51,3 +57,15 @@ def test_rerun_rows_replace_the_earlier_ones_with_the_same_key():
     _replace(rows, {"model": "m", "mode": "expected", "accuracy": 0.9}, ("model", "mode"))
     _replace(rows, {"model": "m", "mode": "parsed", "accuracy": 0.5}, ("model", "mode"))
     assert [r["accuracy"] for r in rows] == [0.9, 0.5]
+
+
+def test_per_flaw_takes_the_first_items_of_every_kind_in_file_order():
+    items = load_items()
+    subset = per_flaw(items, 6)
+    kinds = {item["flaw"] for item in items}
+    assert len(kinds) == 9 and len(subset) == 6 * len(kinds)
+    assert all(sum(i["flaw"] == kind for i in subset) == 6 for kind in kinds)
+    positions = [items.index(item) for item in subset]
+    assert positions == sorted(positions)  # file order kept
+    first_hostile = next(i for i in items if i["flaw"] == "hostile")
+    assert first_hostile in subset
