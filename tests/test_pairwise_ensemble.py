@@ -92,7 +92,18 @@ def test_ensemble_pairwise_is_a_majority(scenario):
     assert verdict.preferred == "a"
     assert verdict.details["members"] == {"a-fan": "a", "b-fan": "b", "a-fan-too": "a"}
     split = EnsembleJudge(judges[:2]).compare_batch([PairwiseRequest(scenario, "x", "y")])[0]
-    assert split.preferred == "tie"
+    assert split.preferred == "tie"  # equally sure of opposite sides
+
+
+def test_without_a_majority_the_mean_probability_decides(scenario):
+    sure = FixedJudge("sure-of-a", {"x": 5.0, "y": 0.0})
+    unsure = FixedJudge("barely-b", {"x": 2.4, "y": 2.6})
+    request = [PairwiseRequest(scenario, "x", "y")]
+    members = [judge.compare_batch(request)[0] for judge in (sure, unsure)]
+    assert [m.preferred for m in members] == ["a", "b"]
+    verdict = EnsembleJudge([sure, unsure]).compare_batch(request)[0]
+    assert verdict.p_a == pytest.approx((members[0].p_a + members[1].p_a) / 2)
+    assert verdict.p_a > 0.55 and verdict.preferred == "a"
 
 
 def test_ensemble_needs_two_judges_and_valid_weights():

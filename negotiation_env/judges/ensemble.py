@@ -4,8 +4,10 @@ Every judge here scores on the same calibrated 0-5 scale (LLM judges by their ru
 anchors, the checklist by its pass probabilities, the reward model by its calibration), so
 the ensemble's score is the (weighted) mean of its members' scores; a member that fails on
 an item is left out of that item's mean, and the item fails only when every member failed.
-A pairwise verdict is the majority of the members' verdicts ("tie" without a majority) and
-``p_a`` the mean of their probabilities. ``details["members"]`` keeps every member's score.
+A pairwise verdict is the majority of the members' verdicts; without a majority (two members
+that disagree) it is decided by ``p_a``, the mean of their probabilities, with the tie band,
+so a confident member outweighs a barely decided one instead of every disagreement being a
+tie. ``details["members"]`` keeps every member's score.
 
 On the command line: ``ensemble:checklist+rm`` (members are judge specs joined by ``+``;
 each may carry its own options).
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from negotiation_env.judges.base import Judge, Judgement, JudgeRequest, judge_safely
-from negotiation_env.judges.pairwise import PairwiseJudgement, PairwiseRequest
+from negotiation_env.judges.pairwise import PairwiseJudgement, PairwiseRequest, decide
 
 
 class EnsembleJudge:
@@ -76,8 +78,8 @@ class EnsembleJudge:
                 continue
             votes = Counter(m.preferred for m in members)
             top, count = votes.most_common(1)[0]
-            preferred = top if count > len(members) / 2 else "tie"
             p_a = sum(m.p_a for m in members) / len(members)
+            preferred = top if count > len(members) / 2 else decide(p_a)
             consistent = all(m.position_consistent for m in members)
             results.append(PairwiseJudgement(preferred, p_a, consistent, self.name, details))
         return results
