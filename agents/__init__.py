@@ -5,6 +5,7 @@ Scripted baselines live in :mod:`agents.scripted`, LLM negotiators in :mod:`agen
 """
 
 from agents.base import Agent, BatchAgent, NegotiationAgent, act_batch, agent_name
+from agents.gym import single_agent_env
 from agents.llm import LLMAgent
 from agents.rollout import play_episode, play_episodes, seed_everything
 from agents.scripted import ConcedingAgent, MediatorAgent, RandomAgent, StubbornAgent
@@ -26,4 +27,5 @@ __all__ = [
     "play_episode",
     "play_episodes",
     "seed_everything",
+    "single_agent_env",
 ]

@@ -30,9 +30,9 @@ class SingleAgentNegotiationEnv(gymnasium.Env):
     ``learner``: the seat the RL code plays, ``negotiator_0`` by default, which opens the
     dialogue and (as the default ``summarizer``) writes the joint resolution; pass
     ``learner="negotiator_1"`` to learn the second seat. ``partner``: the agent in the other
-    seat, any callable ``observation -> str`` (a spec string such as ``"scripted:mediator"`` or
-    ``"smollm2"`` goes through ``agents.load_agent`` first: this package does not import the
-    agents package). Every other keyword argument is the multi-agent env's (``judge``,
+    seat, any callable ``observation -> str``; for a spec string such as ``"scripted:mediator"``
+    use ``agents.single_agent_env(spec, ...)`` (this package does not import the agents
+    package). Every other keyword argument is the multi-agent env's (``judge``,
     ``max_turns``, ``mode``, ...); without ``judge`` resolutions are not scored (see
     :mod:`negotiation_env.env`). After the episode ends, ``step`` raises ``EpisodeOver``.
     """
@@ -51,7 +51,8 @@ class SingleAgentNegotiationEnv(gymnasium.Env):
         if isinstance(partner, str):
             raise TypeError(
                 f"partner: got the spec string {partner!r}; pass an agent, e.g. "
-                f"partner=agents.load_agent({partner!r})"
+                f"partner=agents.load_agent({partner!r}), or build the env with "
+                f"agents.single_agent_env({partner!r}, ...)"
             )
         if not callable(partner):
             raise TypeError(f"partner must be a callable agent, got {type(partner).__name__}")

@@ -85,3 +85,14 @@ def test_the_parallel_and_gymnasium_forms_raise_it_too():
         _, _, terminated, _, _ = single.step("That works for me. [AGREE]")
     with pytest.raises(EpisodeOver):
         single.step("more")
+
+
+def test_the_gymnasium_view_takes_its_partner_as_a_spec_through_agents():
+    from agents import single_agent_env
+
+    env = single_agent_env("scripted:mediator", learner="negotiator_1", judge="keyword")
+    observation, _ = env.reset(seed=3)
+    assert observation["acting"] == 1 and env.learner == "negotiator_1"
+    assert type(env.partner).__name__ == "MediatorAgent"
+    with pytest.raises(TypeError, match="agents.single_agent_env"):
+        SingleAgentNegotiationEnv(partner="scripted:mediator")
