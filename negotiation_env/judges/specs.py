@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llm.specs import SpecError, load_backend, split_spec
-from negotiation_env.judges.base import Judgement, JudgeRequest
+from negotiation_env.judges.base import Judgement, JudgeRequest, as_judge
 from negotiation_env.judges.cache import JudgeCache
 from negotiation_env.judges.prompting import DEFAULT_RUBRICS
 
@@ -31,7 +31,10 @@ def with_option(spec: str, key: str, value: Any) -> str:
 # CA scoring, reward and evaluation: the shipped reward model ca-rm-v1 (``rm``): 0.86
 # absolute (0.90 on the length-controlled items), 0.81 pairwise with position consistency
 # 1.00, where the holistic grades of the local LLMs were at chance on the length-controlled
-# items and answered pairwise questions by position; it is also the fastest. One model as
+# items and answered pairwise questions by position; it is also the fastest (0.75 s per
+# resolution on 2 idle CPU cores), and text aimed at the grader lowers its score. On a
+# balanced 54-item subset the checklist got 0.65 and the checklist+rm ensemble no more than
+# rm alone (0.96), so neither replaces it as the evaluation judge. One model as
 # both reward and evaluation judge cannot show reward hacking: the learning benchmark
 # (benchmarks/learning.py) therefore reports a second judge beside it.
 # Agreement: Qwen2.5-Coder-0.5B's P(agree) separates the labels (AUC 0.80 with
@@ -247,8 +250,6 @@ def judge_from(value: Any, criterion: str = "ca", role: str = "evaluation") -> A
     """The judge an env or trainer was given: None or ``"none"`` (no judge, no score),
     ``"keyword"`` (the test double, by name only), another spec string (loaded on first
     use), or a judge object or function."""
-    from negotiation_env.judges.base import as_judge
-
     if value is None or value == NO_JUDGE:
         return NoJudge()
     if isinstance(value, str):
