@@ -100,6 +100,20 @@ def _llm_agent(base: str, options: dict[str, Any], spec: str) -> Any:
     return agent
 
 
+def _scripted_agent_class(name: str) -> type:
+    known = {**SCRIPTED_AGENTS, **ADVERSARIAL_AGENTS}
+    if name not in known:
+        raise AgentSpecError(f"unknown scripted agent {name!r}; expected one of {sorted(known)}")
+    return known[name]
+
+
+def _unknown_spec(spec: str) -> AgentSpecError:
+    return AgentSpecError(
+        f"unknown agent spec {spec!r}; expected a registered model name (smollm2, ...), "
+        "'hf:PATH', 'openai:MODEL@URL', 'scripted:NAME' or 'module:function'"
+    )
+
+
 def check_agent_spec(spec: str) -> None:
     """Everything about an agent spec that can be checked without loading a model (its form,
     the scripted agent's name, the options, the folders it names, a user module's import),
@@ -107,11 +121,7 @@ def check_agent_spec(spec: str) -> None:
     base, options = split_spec(spec)
     prefix, sep, rest = base.partition(":")
     if prefix == "scripted" and sep:
-        known = {**SCRIPTED_AGENTS, **ADVERSARIAL_AGENTS}
-        if rest not in known:
-            raise AgentSpecError(
-                f"unknown scripted agent {rest!r}; expected one of {sorted(known)}"
-            )
+        _scripted_agent_class(rest)
         return
     if is_llm_spec(base):
         _, _, backend_options = _agent_options(base, options, spec)
@@ -120,10 +130,7 @@ def check_agent_spec(spec: str) -> None:
     if sep:
         load_object(base)
         return
-    raise AgentSpecError(
-        f"unknown agent spec {spec!r}; expected a registered model name (smollm2, ...), "
-        "'hf:PATH', 'openai:MODEL@URL', 'scripted:NAME' or 'module:function'"
-    )
+    raise _unknown_spec(spec)
 
 
 def load_agent(spec: str, **options: Any) -> Any:
@@ -132,13 +139,8 @@ def load_agent(spec: str, **options: Any) -> Any:
     options = {**spec_options, **options}
     prefix, sep, rest = base.partition(":")
     if prefix == "scripted" and sep:
-        known = {**SCRIPTED_AGENTS, **ADVERSARIAL_AGENTS}
-        if rest not in known:
-            raise AgentSpecError(
-                f"unknown scripted agent {rest!r}; expected one of {sorted(known)}"
-            )
         try:
-            return known[rest](**options)
+            return _scripted_agent_class(rest)(**options)
         except TypeError as error:
             raise AgentSpecError(f"{spec!r}: {error}") from None
     if is_llm_spec(base):
@@ -149,7 +151,4 @@ def load_agent(spec: str, **options: Any) -> Any:
         if not callable(agent):
             raise AgentSpecError(f"{spec!r} is not callable; an agent maps an observation to a str")
         return agent
-    raise AgentSpecError(
-        f"unknown agent spec {spec!r}; expected a registered model name (smollm2, ...), "
-        "'hf:PATH', 'openai:MODEL@URL', 'scripted:NAME' or 'module:function'"
-    )
+    raise _unknown_spec(spec)

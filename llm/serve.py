@@ -121,6 +121,13 @@ class ChatRequest:
     top_logprobs: int = 0
     candidates: tuple[str, ...] = ()
 
+    def split_prefix(self) -> tuple[list[Message], str]:
+        """(the conversation, the final assistant message's text as the assistant prefix, or
+        "" without one)."""
+        if self.messages[-1]["role"] == "assistant":
+            return self.messages[:-1], self.messages[-1]["content"]
+        return self.messages, ""
+
     @property
     def is_scoring(self) -> bool:
         return bool(self.candidates) and self.top_logprobs > 0 and self.settings.max_new_tokens == 1
@@ -182,10 +189,7 @@ def _batch_key(request: ChatRequest) -> Any:
     if request.settings.seed is not None:
         return ("alone", id(request))
     if request.is_scoring:
-        prefix = (
-            request.messages[-1]["content"] if request.messages[-1]["role"] == "assistant" else ""
-        )
-        return ("score", request.candidates, request.top_logprobs, prefix)
+        return ("score", request.candidates, request.top_logprobs, request.split_prefix()[1])
     return ("generate", request.settings, request.top_logprobs)
 
 
@@ -422,13 +426,9 @@ class ChatCompletionServer:
         ]
 
     def _score(self, requests: list[ChatRequest]) -> list[dict[str, Any]]:
-        conversations, prefix = [], ""
-        for request in requests:
-            messages = request.messages
-            if messages[-1]["role"] == "assistant":
-                messages, prefix = messages[:-1], messages[-1]["content"]
-            conversations.append(messages)
         first = requests[0]
+        conversations = [request.split_prefix()[0] for request in requests]
+        prefix = first.split_prefix()[1]  # the same for the batch: it is in the batch key
         rows = self.backend.next_token_logprobs(conversations, first.candidates, prefix)
         responses = []
         for scores in rows:
@@ -493,32 +493,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve_forever(
-    backend: LLMBackend,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model_name: str | None = None,
-    verbose: bool = True,
-    api_key: str | None = None,
-    socket_timeout: float = SOCKET_TIMEOUT,
-    max_connections: int = MAX_CONNECTIONS,
-    max_tokens: int = MAX_TOKENS,
-    max_body_bytes: int = MAX_REQUEST_BYTES,
-    max_batch_size: int = MAX_BATCH_SIZE,
+    backend: LLMBackend, port: int = 8000, verbose: bool = True, **options: Any
 ) -> None:
-    """Serve ``backend`` until Ctrl-C; for a command-line entry point."""
-    server = ChatCompletionServer(
-        backend,
-        host,
-        port,
-        model_name,
-        verbose,
-        api_key,
-        socket_timeout,
-        max_connections,
-        max_tokens,
-        max_body_bytes,
-        max_batch_size,
-    )
+    """Serve ``backend`` until Ctrl-C; for a command-line entry point. ``options`` are
+    :class:`ChatCompletionServer`'s (host, model_name, api_key and the limits)."""
+    server = ChatCompletionServer(backend, port=port, verbose=verbose, **options)
     access = "Bearer key required" if server.api_key else "no authentication"
     print(f"serving {server.model_name} at {server.url} ({access}; Ctrl-C stops)", file=sys.stderr)
     try:

@@ -143,7 +143,9 @@ def previous_results(
         records = read_jsonl_records(args.output)
     except FileNotFoundError:
         return {}
+    # in file order: an old record without input_line is matched by its position
     numbers = [n for n, _ in lines]
+    known = set(numbers)
     kept = {}
     for position, record in enumerate(records):
         line = record.get("input_line", numbers[position] if position < len(numbers) else None)
@@ -158,7 +160,7 @@ def previous_results(
                 f"or kind ({record.get('judge')}); write to another --output (this one is "
                 "left as it is)"
             )
-        if line not in numbers:
+        if line not in known:
             raise ValueError(
                 f"{args.output}: line {position + 1} refers to input line {line}, which "
                 f"{args.input} does not have: a different input?"
