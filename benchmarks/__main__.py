@@ -1,5 +1,6 @@
 import sys
 
+from benchmarks.command import run_main
 from benchmarks.suite import main
 
-sys.exit(main())
+sys.exit(run_main("python -m benchmarks", main))

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
 from llm.specs import load_backend
 from negotiation_env.jsonl import DataFileError, read_jsonl, write_text_atomic
@@ -829,4 +830,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("python -m benchmarks.judge_quality", main))

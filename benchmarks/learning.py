@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
 from benchmarks.metrics import bootstrap_interval, efficiency
 from negotiation_env.jsonl import append_jsonl, read_jsonl_records, write_text_atomic
@@ -500,4 +501,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("python -m benchmarks.learning", main))

@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
 from negotiation_env.jsonl import write_atomic, write_text_atomic
 
@@ -891,4 +892,4 @@ def save(report: dict[str, Any], out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("python -m benchmarks.perf", main))

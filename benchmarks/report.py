@@ -28,7 +28,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Judge: {judge.get('model')} ({judge.get('mode', '-')}, rubric {judge.get('rubric', '-')}); "
         f"agreement: {results['agreement_detector']}  ",
         f"Tier {config['tier']}: {len(results['scenarios'])} held-out scenarios x seeds {config['seeds']} x "
-        f"decoding {config['decodings']}; judge failures: {results['judge_failures']}",
+        f"decoding {config['decodings']}; judge failures: {results['judge_failures']}; "
+        f"agreement checks failed: {results.get('agreement_check_failures', 0)}",
         "",
         "| agent | CA score [95% CI] | direct CA | agreement | rounds | tokens/dialogue | perplexity | instr. (prompt / instr.) |",
         "|---|---|---|---|---|---|---|---|",

@@ -45,6 +45,7 @@ import numpy as np
 
 from agents.rollout import act_by_seat, round_progress
 from agents.specs import check_agent_spec, load_agent
+from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
 from benchmarks.metrics import efficiency, score_summary, win_rates
 from llm.interface import GenerationSettings
@@ -313,6 +314,11 @@ class Suite:
                         "scenario_id": negotiation.scenario.id,
                         "agreement": info["agreement"],
                         "rounds_to_agreement": info["rounds_to_agreement"],
+                        # a detector that failed (e.g. its server is down) counts as "not
+                        # agreed"; counted so that such an agreement rate is not taken as real
+                        "agreement_check_failures": sum(
+                            "error" in check.details for check in negotiation.agreement_checks
+                        ),
                         "turns": info["turn"],
                         "generated_tokens": self.count_tokens(texts),
                         "transcript": info["transcript"],
@@ -542,6 +548,7 @@ class Suite:
             "pairwise_records": len(pairwise),
             "judge_failures": sum(r.get("ca_score") is None for r in records)
             + sum(r.get("preferred") is None for r in pairwise),
+            "agreement_check_failures": sum(r.get("agreement_check_failures", 0) for r in records),
         }
 
 
@@ -633,4 +640,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main("python -m benchmarks.suite", main))

@@ -17,6 +17,7 @@ import time
 
 from agents.llm import LLMAgent
 from agents.rollout import play_episode, play_episodes, seed_everything
+from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
 from llm.interface import GenerationSettings
 from llm.specs import load_backend
@@ -90,4 +91,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main("python -m benchmarks.throughput", main))

@@ -1,6 +1,7 @@
 """The evaluation suite end to end (quick tier, scripted agents, the deterministic judge)."""
 
 import json
+import socket
 
 import pytest
 
@@ -92,6 +93,25 @@ def test_a_judge_failure_is_recorded_and_counted_not_a_crash(tmp_path):
     assert (
         sum(r["ca_score"] is None and r["judge_error"] == "server said 503" for r in records) == 1
     )
+
+
+def server_that_is_down() -> str:
+    """An OpenAI-compatible URL on a port that was free a moment ago and has no listener."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def test_agreement_checks_that_failed_are_counted_not_taken_as_disagreement(tmp_path):
+    detector = f"openai:m@{server_that_is_down()}?max_retries=0&timeout=2"
+    config = quick(tmp_path, agents=["scripted:mediator"], scenarios=1, agreement=detector)
+    results = Suite(config).run()
+    (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert record["agreement"] is False and record["agreement_check_failures"] >= 1
+    assert results["agreement_check_failures"] == record["agreement_check_failures"]
+    failed = f"agreement checks failed: {record['agreement_check_failures']}"
+    assert failed in (tmp_path / "results.md").read_text()
 
 
 def test_observer_metrics_with_and_without_the_observer(tmp_path):
