@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -416,7 +417,9 @@ def resolve_model(spec: str, cache: str | Path | None = None, auto_fetch: bool =
 def quiet_loading() -> Iterator[None]:
     """transformers' weight-loading progress bars and load reports off while a model loads:
     a command's output is its own lines, and the reward model's score head, which the base
-    model lacks and the adapter brings, is not reported as missing."""
+    model lacks and the adapter brings, is not reported as missing. Also silenced: the
+    FutureWarning transformers 5.x raises when peft, wrapping a model in an adapter, asks
+    for the deprecated ``is_gradient_checkpointing``."""
     from transformers.utils import logging as transformers_logging
 
     verbosity = transformers_logging.get_verbosity()
@@ -424,7 +427,13 @@ def quiet_loading() -> Iterator[None]:
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message="`is_gradient_checkpointing` is deprecated",
+                category=FutureWarning,
+            )
+            yield
     finally:
         transformers_logging.set_verbosity(verbosity)
         if bars:

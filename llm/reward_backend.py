@@ -102,7 +102,8 @@ class RewardModelBackend:
                 metadata["base"], pick_dtype(dtype, self.device), cache
             )
         try:
-            model = PeftModel.from_pretrained(model, str(folder))
+            with quiet_loading():
+                model = PeftModel.from_pretrained(model, str(folder))
         except (OSError, ValueError) as error:
             raise BackendError(f"cannot load reward-model adapter {folder}: {error}") from None
         self.model = model.to(self.device).eval()
