@@ -14,9 +14,23 @@ Endpoints:
 - ``POST /v1/chat/completions`` reads ``messages`` (required), ``max_tokens`` (or
   ``max_completion_tokens``), ``temperature``, ``top_p``, ``top_k``, ``seed``, ``stop``,
   ``logprobs``, ``top_logprobs`` and the extension ``candidates``. Omitted sampling fields
-  take :class:`~llm.interface.GenerationSettings`' defaults; ``model`` and fields
-  not listed here are ignored; ``stream`` and ``n`` > 1 are refused.
-- ``GET /v1/models`` lists the one model served, named ``model_name``.
+  take :class:`~llm.interface.GenerationSettings`' defaults; fields not listed here are
+  ignored; ``stream`` and ``n`` > 1 are refused.
+- ``POST /v1/completions`` (what a trainer's rollout uses, see :mod:`llm.rollout_servers`)
+  reads ``prompt`` (token ids, text, or a list of either: one choice each), the same
+  sampling fields, ``logprobs`` (an integer: the sampled tokens' log-probabilities, under
+  logits / temperature as :class:`~llm.interface.Generation` defines them; only the
+  sampled token is listed in ``top_logprobs``), and vLLM's ``return_tokens_as_token_ids``
+  (tokens spelt ``token_id:N``) and ``return_token_ids`` (``token_ids`` and
+  ``prompt_token_ids`` in each choice). Token ids are used as given, never re-tokenised.
+- ``POST /v1/load_lora_adapter`` (``lora_name``, ``lora_path``) and
+  ``POST /v1/unload_lora_adapter`` (``lora_name``), as vLLM names them: several adapters
+  stay resident, and a request whose ``model`` is an adapter's name is answered with that
+  adapter (requests for different adapters are never batched together). Loading and
+  unloading run between batches. A ``model`` that is neither the served model nor a
+  loaded adapter gets HTTP 404, so a client never gets the base model in place of an
+  adapter it asked for (e.g. from a server restarted since it was loaded).
+- ``GET /v1/models`` lists the served model, named ``model_name``, and the loaded adapters.
 
 ``top_logprobs`` (with ``logprobs``): the first generated position lists the model's most
 likely tokens there (a backend with ``next_token_top_logprobs``, as the local transformers
@@ -106,10 +120,17 @@ SEED_RANGE = (-(2**63), 2**63 - 1)  # a 64-bit signed integer, as OpenAI's API a
 SOCKET_TIMEOUT = 30.0
 MAX_CONNECTIONS = 32
 DISCONNECT_POLL_SECONDS = 0.1  # how soon a client that left is noticed during a generation
+CHAT_ROUTE = "/v1/chat/completions"
+ADAPTER_ROUTES = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+POST_ROUTES = (CHAT_ROUTE, "/v1/completions", *ADAPTER_ROUTES)
 
 
 class BadRequest(ValueError):
     """A request the server cannot serve; the message names the field and what is accepted."""
+
+
+class UnknownModel(BadRequest):
+    """A request names a model that is neither the served one nor a loaded adapter (404)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +141,7 @@ class ChatRequest:
     settings: GenerationSettings
     top_logprobs: int = 0
     candidates: tuple[str, ...] = ()
+    model: str | None = None  # the request's ``model``: the served model or a loaded adapter
 
     def split_prefix(self) -> tuple[list[Message], str]:
         """(the conversation, the final assistant message's text as the assistant prefix, or
@@ -136,8 +158,54 @@ class ChatRequest:
 def parse_chat_request(payload: Any, max_tokens: int = MAX_TOKENS) -> ChatRequest:
     """Check a request body and turn it into messages and settings; raises :class:`BadRequest`.
     ``max_tokens`` is the most new tokens a request may ask for."""
-    if not isinstance(payload, dict):
-        raise BadRequest("request body: expected a JSON object")
+    _check_object(payload)
+    settings = _sampling(payload, max_tokens, logprobs=_boolean(payload, "logprobs", False))
+    return ChatRequest(
+        messages=_messages(payload.get("messages")),
+        settings=settings,
+        top_logprobs=_integer(payload, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS),
+        candidates=tuple(_strings(payload.get("candidates"), "candidates")),
+        model=_model(payload),
+    )
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A parsed ``/v1/completions`` request: prompts as token ids (or text), answered with
+    the sampled token ids and their log-probabilities, as a trainer needs them."""
+
+    prompts: tuple[tuple[int, ...] | str, ...]
+    names: tuple[str, ...]  # how error messages name each prompt: "prompt" or "prompt[i]"
+    settings: GenerationSettings
+    logprobs: int | None = None  # None: no log-probabilities in the answer
+    tokens_as_ids: bool = False  # vLLM's return_tokens_as_token_ids: "token_id:N"
+    return_token_ids: bool = False  # vLLM's return_token_ids: token_ids, prompt_token_ids
+    model: str | None = None
+
+
+def parse_completion_request(payload: Any, max_tokens: int = MAX_TOKENS) -> CompletionRequest:
+    """Check a ``/v1/completions`` body; raises :class:`BadRequest` naming the field."""
+    _check_object(payload)
+    logprobs = _integer(payload, "logprobs", None, 0, 20)
+    settings = _sampling(payload, max_tokens, logprobs=logprobs is not None)
+    if payload.get("echo"):
+        raise BadRequest("echo: returning the prompt is not supported; leave echo out")
+    if payload.get("suffix") is not None:
+        raise BadRequest("suffix: not supported; leave suffix out")
+    prompts, names = _prompts(payload.get("prompt"))
+    return CompletionRequest(
+        prompts=prompts,
+        names=tuple(names),
+        settings=settings,
+        logprobs=logprobs,
+        tokens_as_ids=_boolean(payload, "return_tokens_as_token_ids", False),
+        return_token_ids=_boolean(payload, "return_token_ids", False),
+        model=_model(payload),
+    )
+
+
+def _sampling(payload: Any, max_tokens: int, logprobs: bool) -> GenerationSettings:
+    """The sampling fields both endpoints share, checked."""
     if payload.get("stream"):
         raise BadRequest("stream: streaming is not supported; send stream=false or leave it out")
     if payload.get("n") not in (None, 1):
@@ -148,7 +216,7 @@ def parse_chat_request(payload: Any, max_tokens: int = MAX_TOKENS) -> ChatReques
     if isinstance(stop, str):
         stop = [stop]
     try:
-        settings = GenerationSettings(
+        return GenerationSettings(
             max_new_tokens=_integer(
                 payload, max_tokens_field, min(defaults.max_new_tokens, max_tokens), 1, max_tokens
             ),
@@ -157,23 +225,17 @@ def parse_chat_request(payload: Any, max_tokens: int = MAX_TOKENS) -> ChatReques
             top_k=_integer(payload, "top_k", defaults.top_k, 0),
             seed=_integer(payload, "seed", None, *SEED_RANGE),
             stop=tuple(_strings(stop, "stop")),
-            logprobs=_boolean(payload, "logprobs", False),
+            logprobs=logprobs,
         )
     except ValueError as error:  # GenerationSettings' own checks, in case ours missed one
         raise BadRequest(str(error)) from None
-    return ChatRequest(
-        messages=_messages(payload.get("messages")),
-        settings=settings,
-        top_logprobs=_integer(payload, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS),
-        candidates=tuple(_strings(payload.get("candidates"), "candidates")),
-    )
 
 
 @dataclass
 class _Job:
     """One request waiting for, or being answered by, the batching thread."""
 
-    request: ChatRequest
+    request: ChatRequest | CompletionRequest | _AdapterChange
     cancelled: threading.Event
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None  # the response body, or the exception to raise
@@ -183,14 +245,31 @@ class _Job:
         self.done.set()
 
 
-def _batch_key(request: ChatRequest) -> Any:
+def _batch_key(request: ChatRequest | CompletionRequest | _AdapterChange) -> Any:
     """Requests with equal keys can share one backend call. A seeded request is never
-    batched with others: its sample must not depend on who else was waiting."""
-    if request.settings.seed is not None:
+    batched with others: its sample must not depend on who else was waiting; neither is a
+    change of the loaded adapters."""
+    if isinstance(request, _AdapterChange) or request.settings.seed is not None:
         return ("alone", id(request))
+    if isinstance(request, CompletionRequest):
+        return ("tokens", request.model, request.settings)
     if request.is_scoring:
-        return ("score", request.candidates, request.top_logprobs, request.split_prefix()[1])
-    return ("generate", request.settings, request.top_logprobs)
+        return (
+            "score",
+            request.model,
+            request.candidates,
+            request.top_logprobs,
+            request.split_prefix()[1],
+        )
+    return ("generate", request.model, request.settings, request.top_logprobs)
+
+
+@dataclass(frozen=True)
+class _AdapterChange:
+    """A load or unload of an adapter, run by the batching thread between batches."""
+
+    name: str
+    path: str | None  # None: unload
 
 
 class _AllSet:
@@ -321,7 +400,9 @@ class ChatCompletionServer:
         return hmac.compare_digest((header or "").encode(), expected)
 
     def complete(
-        self, request: ChatRequest, cancelled: threading.Event | None = None
+        self,
+        request: ChatRequest | CompletionRequest,
+        cancelled: threading.Event | None = None,
     ) -> dict[str, Any]:
         """The response body for ``request``, in the OpenAI ``chat.completion`` shape.
 
@@ -333,15 +414,19 @@ class ChatCompletionServer:
         early only when every request in it is cancelled, and only with a backend that
         supports it."""
         job = _Job(request, cancelled or threading.Event())
+        self._enqueue(job)
+        if isinstance(job.result, BaseException):
+            raise job.result
+        return job.result
+
+    def _enqueue(self, job: _Job) -> None:
+        """Queue ``job`` for the batching thread and wait until it is answered."""
         with self._jobs_changed:
             if self._closed:
                 raise RuntimeError("the server was stopped")
             self._jobs.append(job)
             self._jobs_changed.notify_all()
         job.done.wait()
-        if isinstance(job.result, BaseException):
-            raise job.result
-        return job.result
 
     def _serve_jobs(self) -> None:
         """The one thread that calls the backend: batches of waiting requests, in turn."""
@@ -381,11 +466,69 @@ class ChatCompletionServer:
         for job, result in zip(waiting, results, strict=True):
             job.finish(result)
 
-    def _answer(self, requests: list[ChatRequest]) -> list[dict[str, Any]]:
+    # ------------------------------------------------------------------ models and adapters
+    def check_model(self, name: str | None) -> str | None:
+        """The adapter that a request's ``model`` selects (None: the served model); raises
+        :class:`UnknownModel` for a name that is neither."""
+        if name in (None, self.model_name, getattr(self.backend, "name", None)):
+            return None
+        if name in getattr(self.backend, "adapters", {}):
+            return name
+        adapters = sorted(getattr(self.backend, "adapters", {}))
+        raise UnknownModel(
+            f"model: {name!r} is not served here; this server serves {self.model_name!r}"
+            + (f" and the adapters {adapters}" if adapters else "")
+        )
+
+    def change_adapter(self, name: str, path: str | None) -> None:
+        """Load the adapter in ``path`` as ``name`` (or unload ``name`` when ``path`` is
+        None), between batches. Raises :class:`BadRequest` (or :class:`UnknownModel` for
+        unloading a name that is not loaded)."""
+        if not hasattr(self.backend, "load_adapter"):
+            raise BadRequest(
+                f"lora_name: this server's backend ({type(self.backend).__name__}) cannot "
+                "load adapters; serve a local model"
+            )
+        job = _Job(_AdapterChange(name, path), threading.Event())
+        self._enqueue(job)
+        if isinstance(job.result, BaseException):
+            raise job.result
+
+    def _change_adapter(self, change: _AdapterChange) -> dict[str, Any]:
+        if change.path is None:
+            if change.name not in self.backend.adapters:
+                raise UnknownModel(f"lora_name: no adapter named {change.name!r} is loaded")
+            self.backend.unload_adapter(change.name)
+            return {"message": f"unloaded adapter {change.name!r}"}
+        if change.name in (self.model_name, getattr(self.backend, "name", None)):
+            raise BadRequest(f"lora_name: {change.name!r} is the served model's name")
+        try:
+            self.backend.load_adapter(change.name, change.path)
+        except (ValueError, OSError) as error:
+            raise BadRequest(f"lora_path: {error}") from None
+        return {"message": f"loaded adapter {change.name!r} from {change.path}"}
+
+    def _using(self, model: str | None) -> Any:
+        adapter = self.check_model(model)
+        if adapter is None:
+            return contextlib.nullcontext()
+        return self.backend.using_adapter(adapter)
+
+    # ------------------------------------------------------------------ answers
+    def _answer(self, requests: list[Any]) -> list[dict[str, Any]]:
         """Responses for requests that share a batch key, from one backend call."""
         first = requests[0]
-        if first.is_scoring:
-            return self._score(requests)
+        if isinstance(first, _AdapterChange):
+            return [self._change_adapter(first)]
+        with self._using(first.model):
+            if isinstance(first, CompletionRequest):
+                return self._complete_tokens(requests)
+            if first.is_scoring:
+                return self._score(requests)
+            return self._chat(requests)
+
+    def _chat(self, requests: list[ChatRequest]) -> list[dict[str, Any]]:
+        first = requests[0]
         messages = [r.messages for r in requests]
         generations = self.backend.generate(messages, first.settings)
         if len(generations) != len(requests):
@@ -411,6 +554,84 @@ class ChatCompletionServer:
                 )
             )
         return responses
+
+    def _complete_tokens(self, requests: list[CompletionRequest]) -> list[dict[str, Any]]:
+        """``/v1/completions`` answers: every prompt of every request in one batched call."""
+        first = requests[0]
+        if not hasattr(self.backend, "generate_from_ids"):
+            raise BadRequest(
+                f"prompt: this server's backend ({type(self.backend).__name__}) cannot "
+                "generate from token ids; use /v1/chat/completions"
+            )
+        prompts = [
+            self._prompt_ids(prompt, name)
+            for request in requests
+            for prompt, name in zip(request.prompts, request.names, strict=True)
+        ]
+        generations = iter(self.backend.generate_from_ids(prompts, first.settings))
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        responses = []
+        for request in requests:
+            choices = []
+            for index in range(len(request.prompts)):
+                generation = next(generations)
+                choice: dict[str, Any] = {
+                    "index": index,
+                    "text": generation.text,
+                    "finish_reason": generation.finish_reason,
+                    "logprobs": None,
+                }
+                if request.logprobs is not None and generation.logprobs is not None:
+                    if request.tokens_as_ids or tokenizer is None:
+                        names = [f"token_id:{t}" for t in generation.token_ids]
+                    else:
+                        names = [tokenizer.decode([t]) for t in generation.token_ids]
+                    values = [_json_logprob(v) for v in generation.logprobs]
+                    choice["logprobs"] = {
+                        "tokens": names,
+                        "token_logprobs": values,
+                        # only the sampled token is known at each position
+                        "top_logprobs": [{n: v} for n, v in zip(names, values, strict=True)]
+                        if request.logprobs
+                        else None,
+                    }
+                if request.return_token_ids:
+                    choice["token_ids"] = list(generation.token_ids)
+                    choice["prompt_token_ids"] = list(generation.prompt_token_ids or [])
+                choices.append((choice, _usage(generation)))
+            usage = {
+                key: sum(u.get(key, 0) for _, u in choices)
+                for key in ("prompt_tokens", "completion_tokens", "total_tokens")
+            }
+            responses.append(
+                {
+                    "id": f"cmpl-{uuid.uuid4().hex}",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": request.model or self.model_name,
+                    "choices": [choice for choice, _ in choices],
+                    "usage": usage,
+                }
+            )
+        return responses
+
+    def _prompt_ids(self, prompt: tuple[int, ...] | str, field: str) -> list[int]:
+        """A prompt's token ids, checked against the vocabulary (text is tokenised as is,
+        without special tokens)."""
+        if isinstance(prompt, str):
+            encode = getattr(self.backend, "encode", None)
+            if encode is None:
+                raise BadRequest(f"{field}: this backend takes token ids only")
+            return encode([prompt])[0]
+        size = getattr(self.backend, "vocabulary_size", None)
+        if size is not None:
+            for position, token in enumerate(prompt):
+                if token >= size:
+                    raise BadRequest(
+                        f"{field}[{position}]: token id {token} is outside the vocabulary "
+                        f"(ids below {size})"
+                    )
+        return list(prompt)
 
     def _top_logprobs(self, requests: list[ChatRequest]) -> list[list[dict[str, Any]]]:
         """The first generated position's ``top_logprobs`` of each request that asks for them
@@ -469,8 +690,20 @@ class ChatCompletionServer:
         }
 
     def models(self) -> dict[str, Any]:
+        """The served model and each loaded adapter (with ``parent``, as vLLM lists them)."""
         model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "local"}
-        return {"object": "list", "data": [model]}
+        adapters = [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "local",
+                "root": path,
+                "parent": self.model_name,
+            }
+            for name, path in getattr(self.backend, "adapters", {}).items()
+        ]
+        return {"object": "list", "data": [model, *adapters]}
 
 
 def exposure_warning(host: str, api_key: str | None) -> str | None:
@@ -628,11 +861,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._authorized():
             return
-        if self._route() != "/v1/chat/completions":
-            self._send_error(404, f"no such endpoint: POST {self.path}; try /v1/chat/completions")
+        route = self._route()
+        if route not in POST_ROUTES:
+            self._send_error(
+                404, f"no such endpoint: POST {self.path}; try one of {sorted(POST_ROUTES)}"
+            )
             return
+        app = self.server.app
         try:
-            request = parse_chat_request(self._read_json(), self.server.app.max_tokens)
+            payload = self._read_json()
+            if route in ADAPTER_ROUTES:
+                self._send(200, self._change_adapter(route, payload))
+                return
+            parse = parse_chat_request if route == CHAT_ROUTE else parse_completion_request
+            request = parse(payload, app.max_tokens)
+            app.check_model(request.model)
+        except UnknownModel as error:
+            self._send_error(404, str(error))
+            return
         except _TooLarge as error:
             self._send_error(413, str(error))
             return
@@ -646,9 +892,15 @@ class _Handler(BaseHTTPRequestHandler):
         cancelled = threading.Event()
         try:
             with _watching_disconnect(self.connection, cancelled):
-                response = self.server.app.complete(request, cancelled)
+                response = app.complete(request, cancelled)
+        except UnknownModel as error:  # its adapter was unloaded while it waited
+            self._send_error(404, str(error))
+            return
         except ContextLengthError as error:
-            self._send_error(400, f"messages: {error}")
+            self._send_error(400, f"{'messages' if route == CHAT_ROUTE else 'prompt'}: {error}")
+            return
+        except BadRequest as error:  # found by the batching thread, e.g. a token id
+            self._send_error(400, str(error))
             return
         except GenerationCancelled:
             self.close_connection = True
@@ -658,6 +910,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(500, f"backend failed: {type(error).__name__}: {error}")
             return
         self._send(200, response)
+
+    def _change_adapter(self, route: str, payload: Any) -> dict[str, Any]:
+        """``load_lora_adapter`` / ``unload_lora_adapter`` with vLLM's fields."""
+        _check_object(payload)
+        name = payload.get("lora_name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"lora_name: required, a non-empty string, got {name!r:.80}")
+        path = None
+        if route == "/v1/load_lora_adapter":
+            path = payload.get("lora_path")
+            if not isinstance(path, str) or not path:
+                raise BadRequest(f"lora_path: required, a folder path, got {path!r:.80}")
+        self.server.app.change_adapter(name, path)
+        return {"object": "adapter", "lora_name": name, "loaded": path is not None}
 
     def _authorized(self) -> bool:
         if self.server.app.authorized(self.headers.get("Authorization")):
@@ -746,6 +1012,53 @@ def _messages(value: Any) -> list[Message]:
         _check_encodable(content, f"messages[{index}].content")
         messages.append({"role": role, "content": content})
     return messages
+
+
+def _check_object(payload: Any) -> None:
+    if not isinstance(payload, dict):
+        raise BadRequest("request body: expected a JSON object")
+
+
+def _prompts(value: Any) -> tuple[tuple[tuple[int, ...] | str, ...], list[str]]:
+    """``prompt``: token ids, text, or a list of either (one choice each); with the name
+    of each prompt in error messages (``prompt`` or ``prompt[i]``)."""
+    shape = "token ids (a list of integers), a string, or a non-empty list of those"
+    single = isinstance(value, str) or (
+        isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
+    )
+    if single:
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise BadRequest(f"prompt: required, {shape}")
+    prompts: list[tuple[int, ...] | str] = []
+    names = []
+    for index, prompt in enumerate(value):
+        name = "prompt" if single else f"prompt[{index}]"
+        if isinstance(prompt, str) and prompt:
+            _check_encodable(prompt, name)
+            prompts.append(prompt)
+        elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            for position, token in enumerate(prompt):
+                if not _is_token_id(token):
+                    raise BadRequest(
+                        f"{name}[{position}]: a token id is an integer >= 0, got {token!r}"
+                    )
+            prompts.append(tuple(prompt))
+        else:
+            raise BadRequest(f"{name}: expected {shape}, got {prompt!r:.80}")
+        names.append(name)
+    return tuple(prompts), names
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _model(payload: dict[str, Any]) -> str | None:
+    value = payload.get("model")
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"model: expected a string, got {value!r:.80}")
+    return value or None
 
 
 def _check_encodable(text: str, field: str) -> None:

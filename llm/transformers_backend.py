@@ -17,6 +17,7 @@ import inspect
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -135,7 +136,8 @@ class TransformersBackend:
         if adapter:
             from peft import PeftModel
 
-            network = PeftModel.from_pretrained(network, adapter)
+            with quiet_loading():
+                network = PeftModel.from_pretrained(network, adapter)
         network.to(self.device).eval()
         # The name identifies what produces the outputs (judgement caches key on it).
         self.name = (
@@ -181,6 +183,73 @@ class TransformersBackend:
         self.stop_token_ids = self._end_of_turn_ids()
         self._cache_keyword = _cache_keyword(model)
         self._cancel: threading.Event | None = None  # set inside cancelled_by()
+        # adapters loaded by name at run time (load_adapter); the one given at construction
+        # is peft's "default" and stays what the backend serves outside using_adapter()
+        self.adapters: dict[str, str] = {}
+        self._default_adapter = "default" if hasattr(model, "peft_config") else None
+
+    # ------------------------------------------------------------------ adapters
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load the PEFT adapter in ``path`` beside those already resident, under ``name``
+        (what :meth:`using_adapter` selects it by). The base model stays what is served
+        outside that scope. Raises ValueError for a taken name, FileNotFoundError for a
+        folder that holds no adapter."""
+        from peft import PeftModel
+
+        if not name or name == "default" or name in self.adapters:
+            raise ValueError(f"adapter name {name!r} is empty, reserved or already loaded")
+        folder = str(check_adapter(path))
+        with quiet_loading():
+            if hasattr(self.model, "peft_config"):
+                self.model.load_adapter(folder, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+        self.model.eval()
+        self.adapters[name] = folder
+        self._serve_default()
+
+    def unload_adapter(self, name: str) -> None:
+        """Free the adapter loaded as ``name``; KeyError when none is."""
+        if name not in self.adapters:
+            raise KeyError(name)
+        if self._default_adapter is None and len(self.adapters) == 1:
+            self.model = self.model.unload()  # the last one: back to the plain model
+        else:
+            self.model.delete_adapter(name)
+        del self.adapters[name]
+        self._serve_default()
+
+    @contextmanager
+    def using_adapter(self, name: str | None) -> Iterator[None]:
+        """Within this scope generations and scores use the adapter loaded as ``name``
+        (None: the model as constructed, with its own adapter if it was given one); outside
+        it, the model as constructed."""
+        if name is None:
+            yield
+            return
+        if name not in self.adapters:
+            raise KeyError(name)
+        self.model.base_model.enable_adapter_layers()
+        self.model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self._serve_default()
+
+    def _serve_default(self) -> None:
+        """Make the model as constructed active again (its own adapter, or none)."""
+        if not hasattr(self.model, "peft_config"):
+            return
+        if self._default_adapter is None:
+            self.model.base_model.disable_adapter_layers()
+        else:
+            self.model.base_model.enable_adapter_layers()
+            self.model.set_adapter(self._default_adapter)
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Token ids below this are valid input."""
+        return int(self.model.get_input_embeddings().num_embeddings)
 
     @property
     def context_length(self) -> int | None:
@@ -217,18 +286,10 @@ class TransformersBackend:
     # ------------------------------------------------------------------ prompts
     def render(self, conversation: Conversation, assistant_prefix: str = "") -> str:
         """The chat template applied to ``conversation``, ready for the assistant to speak."""
-        messages = [{"role": m["role"], "content": m["content"]} for m in conversation]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
-            )
-        else:  # base models without a template: a plain transcript
-            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-        return text + assistant_prefix
+        return render_chat(self.tokenizer, conversation, assistant_prefix)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        # The template already holds the special tokens it needs.
-        return [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        return encode_texts(self.tokenizer, texts)
 
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped into micro-batches of similar length (less padding)."""
@@ -779,6 +840,22 @@ class TransformersBackend:
                     for token, value in zip(ids[row].tolist(), values[row].tolist(), strict=True)
                 ]
         return results  # type: ignore[return-value]
+
+
+def render_chat(tokenizer: Any, conversation: Conversation, assistant_prefix: str = "") -> str:
+    """``tokenizer``'s chat template applied to ``conversation``, ready for the assistant to
+    speak (base models without a template: a plain transcript)."""
+    messages = [{"role": m["role"], "content": m["content"]} for m in conversation]
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    return text + assistant_prefix
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of rendered prompts (the template already holds the special tokens)."""
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

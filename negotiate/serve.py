@@ -1,4 +1,5 @@
-"""``negotiate serve``: an OpenAI-compatible chat-completions server around a local model."""
+"""``negotiate serve``: an OpenAI-compatible server around a local model (chat, completions on
+token ids, LoRA adapters loaded at run time)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ API_KEY_ENV = "NEGOTIATION_SERVE_API_KEY"
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve",
-        help="serve a local model as an OpenAI-compatible /v1/chat/completions endpoint",
+        help="serve a local model as an OpenAI-compatible endpoint (chat, token-id completions, "
+        "LoRA adapters loaded at run time)",
         description="Serve a model (registry name, hf:PATH) so other processes reach it as "
-        "openai:MODEL@http://HOST:PORT/v1, e.g. a judge kept apart from a training process. "
-        "Limits and authentication: docs/agents.md.",
+        "openai:MODEL@http://HOST:PORT/v1, e.g. a judge kept apart from a training process, "
+        "or as a rollout server of a trainer (docs/scale-out.md). Limits and authentication: "
+        "docs/agents.md.",
     )
     parser.add_argument("--model", default="smollm2", help="LLM spec of the served model")
     parser.add_argument(

@@ -371,13 +371,15 @@ def test_judge_over_http_falls_back_to_parsing_and_reports_server_failures(bank)
     from llm.openai_backend import OpenAIBackend
     from llm.serve import ChatCompletionServer
 
-    with ChatCompletionServer(ScriptedJudgeBackend(lambda t: 3, answer="Score: 4")) as server:
+    with ChatCompletionServer(
+        ScriptedJudgeBackend(lambda t: 3, answer="Score: 4"), model_name="scripted"
+    ) as server:
         remote = OpenAIBackend(server.url, "scripted", max_retries=0, timeout=10)
         judgement = LLMJudge(remote).score_batch(requests(bank, "Plan."))[0]
     assert judgement.score == 4.0 and judgement.details["scoring"] == "parsed"
     closed = OpenAIBackend(server.url, "scripted", max_retries=1, timeout=2, backoff=0.01)
     failed = LLMJudge(closed).score_batch(requests(bank, "Plan."))[0]
-    assert failed.score is None and "BackendError" in failed.error
+    assert failed.score is None and "ServerUnavailable" in failed.error
 
 
 def test_cli_judge_absolute_resumes_and_pairwise_reports_both_orders(tmp_path, smollm2):

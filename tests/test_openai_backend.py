@@ -99,7 +99,7 @@ class BrokenBackend(CannedBackend):
 @pytest.fixture
 def canned():
     backend = CannedBackend()
-    with ChatCompletionServer(backend, model_name="canned-model") as server:
+    with ChatCompletionServer(backend, model_name="test-model") as server:
         yield backend, server
 
 
@@ -162,7 +162,7 @@ def test_scoring_own_server_without_send_candidates_raises_instead_of_guessing(c
 
 
 def test_backend_exception_becomes_http_500_and_then_a_backend_error():
-    with ChatCompletionServer(BrokenBackend()) as server:
+    with ChatCompletionServer(BrokenBackend(), model_name="test-model") as server:
         with pytest.raises(BackendError, match="GPU on fire") as raised:
             client(server.url, max_retries=1).generate([user("hi")], GenerationSettings())
     assert "HTTP 500" in str(raised.value) and "2 attempts" in str(raised.value)
@@ -226,7 +226,7 @@ def test_bad_request_fails_at_once_with_the_servers_reason(canned):
 def test_models_endpoint_lists_the_served_model(canned):
     with urllib.request.urlopen(canned[1].url + "/models", timeout=5) as response:
         payload = json.load(response)
-    assert [model["id"] for model in payload["data"]] == ["canned-model"]
+    assert [model["id"] for model in payload["data"]] == ["test-model"]
 
 
 def test_server_url_works_with_or_without_v1_and_trailing_slash(canned):

@@ -94,13 +94,18 @@ def read_all(connection: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def post(url: str, body: dict[str, Any], key: str | None = None) -> tuple[int, dict]:
+def post(
+    url: str,
+    body: dict[str, Any] | None,
+    key: str | None = None,
+    endpoint: str = "chat/completions",
+) -> tuple[int, dict]:
+    """(status, JSON answer) of a POST of ``body`` to ``endpoint`` (without a body: a GET)."""
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(
-        url + "/chat/completions", data=json.dumps(body).encode(), headers=headers
-    )
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/{endpoint}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=GUARD_SECONDS) as response:
             return response.status, json.load(response)
@@ -191,7 +196,7 @@ def test_with_an_api_key_requests_need_it_as_a_bearer_token(monkeypatch):
             urllib.request.urlopen(models, timeout=GUARD_SECONDS)
         refused.value.close()
         monkeypatch.setenv("SERVE_TEST_KEY", key)
-        client = OpenAIBackend(server.url, "m", api_key_env="SERVE_TEST_KEY", max_retries=0)
+        client = OpenAIBackend(server.url, server.model_name, api_key_env="SERVE_TEST_KEY", max_retries=0)
         [generation] = client.generate([user("ping")], GenerationSettings(max_new_tokens=2))
     assert (missing_status, wrong_status, right_status) == (401, 401, 200)
     assert "Authorization: Bearer" in missing["error"]["message"]
@@ -359,7 +364,7 @@ def test_top_logprobs_of_the_first_position_come_from_the_model(tiny):
         first = payload["choices"][0]["logprobs"]["content"][0]
         top = first["top_logprobs"]
         # a judge's client without the candidates extension can now rank its candidates
-        client = OpenAIBackend(server.url, "m", max_retries=0)
+        client = OpenAIBackend(server.url, server.model_name, max_retries=0)
         [scores] = client.next_token_logprobs([user("rate it")], [top[0]["token"], top[1]["token"]])
     assert status == 200 and len(top) == 5
     values = [entry["logprob"] for entry in top]
