@@ -73,8 +73,22 @@ _READ_CHUNK = 64 * 1024
 _USER_AGENT = "negotiation-alignment-openai-backend"  # some proxies refuse "Python-urllib"
 
 
-class _MalformedResponse(Exception):
+class MalformedResponse(Exception):
     """A 200 answer whose body we cannot use; the message says which part was wrong."""
+
+
+class RequestRejected(BackendError):
+    """The server refused the request with a status that retrying cannot change
+    (``status``: 400, 401, 404, a redirect, ...)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class ServerUnavailable(BackendError):
+    """The server did not answer usably within the retries (connection refused or reset,
+    timeouts, 429 or 5xx, malformed answers): another server may."""
 
 
 class _Rejected(Exception):
@@ -245,7 +259,6 @@ class OpenAIBackend:
         self.send_candidates = send_candidates
         self.max_response_bytes = int(max_response_bytes)
         self.name = f"openai:{model}@{self.base_url}"
-        self._url = f"{self.base_url}/chat/completions"
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._opener = urllib.request.build_opener(_NoRedirects(), _HTTPHandler(), _HTTPSHandler())
         self._random = random.Random()
@@ -325,10 +338,10 @@ class OpenAIBackend:
 
     def _post_all(self, bodies: list[dict[str, Any]], parse: Callable[[Any], T]) -> list[T]:
         if len(bodies) <= 1:
-            return [self._post(body, parse) for body in bodies]
+            return [self.post(body, parse) for body in bodies]
         workers = min(self.concurrency, len(bodies))
         with ThreadPoolExecutor(workers, thread_name_prefix="openai-backend") as pool:
-            futures = [pool.submit(self._post, body, parse) for body in bodies]
+            futures = [pool.submit(self.post, body, parse) for body in bodies]
             try:
                 return [future.result() for future in futures]
             except BaseException:
@@ -336,9 +349,23 @@ class OpenAIBackend:
                     future.cancel()
                 raise
 
-    def _post(self, body: dict[str, Any], parse: Callable[[Any], T]) -> T:
-        """Send one request with retries and return ``parse(response JSON)``."""
-        data = json.dumps(body).encode("utf-8")
+    def post(
+        self, body: dict[str, Any], parse: Callable[[Any], T], endpoint: str = "chat/completions"
+    ) -> T:
+        """Send one request to ``endpoint`` of this API (relative to ``base_url``, e.g.
+        ``completions`` or ``load_lora_adapter``) with the retries and limits described
+        above, and return ``parse(response JSON)``; ``parse`` raises
+        :class:`MalformedResponse` to have an answer retried. Failures:
+        :class:`RequestRejected` (not retried), :class:`ServerUnavailable` (retries spent),
+        or :class:`~llm.interface.BackendError`."""
+        return self._request(endpoint, json.dumps(body).encode("utf-8"), parse)
+
+    def get(self, endpoint: str, parse: Callable[[Any], T]) -> T:
+        """``GET`` ``endpoint`` (e.g. ``models``), with the same retries as :meth:`post`."""
+        return self._request(endpoint, None, parse)
+
+    def _request(self, endpoint: str, data: bytes | None, parse: Callable[[Any], T]) -> T:
+        url = f"{self.base_url}/{endpoint}"
         key = os.environ.get(self.api_key_env) or None
         attempts = self.max_retries + 1
         problem = ""
@@ -347,23 +374,23 @@ class OpenAIBackend:
             raw = b""
             try:
                 with self._slots:
-                    raw = self._send(data, key)
+                    raw = self._send(url, data, key)
                 return parse(_json(raw))
             except _Rejected as error:
                 if error.code not in RETRYABLE_STATUSES:
-                    raise BackendError(self._rejected(error, key)) from None
+                    raise RequestRejected(self._rejected(url, error, key), error.code) from None
                 problem = str(error)
                 if error.code in RETRY_AFTER_STATUSES:
                     retry_after = _retry_after_seconds(error.headers)
             except _TooLarge as error:
                 raise BackendError(
                     _redact(
-                        f"POST {self._url} (model {self.model!r}): {error}; not retried "
+                        f"POST {url} (model {self.model!r}): {error}; not retried "
                         "(raise max_response_bytes if this server's answers are that large)",
                         key,
                     )
                 ) from None
-            except _MalformedResponse as error:
+            except MalformedResponse as error:
                 reason = _shown(str(error), key)
                 shown = _shown(raw.decode("utf-8", errors="replace"), key)
                 problem = f"malformed response: {reason}; body starts {shown!r}"
@@ -371,25 +398,25 @@ class OpenAIBackend:
                 reason = getattr(error, "reason", error)  # URLError wraps the socket error
                 if isinstance(reason, ssl.SSLCertVerificationError):
                     raise BackendError(
-                        _redact(f"POST {self._url}: TLS certificate rejected: {reason}", key)
+                        _redact(f"POST {url}: TLS certificate rejected: {reason}", key)
                     ) from None
                 problem = _connection_problem(reason, self.timeout)
             if attempt < attempts:
                 time.sleep(self._pause(attempt, retry_after))
-        raise BackendError(
+        raise ServerUnavailable(
             _redact(
-                f"POST {self._url} (model {self.model!r}) failed after {attempts} "
+                f"{'POST' if data else 'GET'} {url} (model {self.model!r}) failed after {attempts} "
                 f"attempt{'s' if attempts > 1 else ''}; "
                 f"last error: {problem}",
                 key,
             )
         )
 
-    def _send(self, data: bytes, key: str | None) -> bytes:
+    def _send(self, url: str, data: bytes | None, key: str | None) -> bytes:
         request = urllib.request.Request(
-            self._url,
+            url,
             data=data,
-            method="POST",
+            method="GET" if data is None else "POST",
             headers={
                 "Content-Type": "application/json",
                 "Accept": "application/json",
@@ -436,9 +463,9 @@ class OpenAIBackend:
             retry_after = self.backoff * 2 ** (attempt - 1) * self._random.uniform(0.5, 1.0)
         return min(retry_after, self.max_wait)
 
-    def _rejected(self, error: _Rejected, key: str | None) -> str:
+    def _rejected(self, url: str, error: _Rejected, key: str | None) -> str:
         message = (
-            f"POST {self._url} (model {self.model!r}) was rejected with HTTP {error.code}: "
+            f"POST {url} (model {self.model!r}) was rejected with HTTP {error.code}: "
             f"{error.detail}; not retried, since the same request would fail again"
         )
         if error.code in (401, 403):
@@ -455,10 +482,10 @@ class OpenAIBackend:
         content = logprobs.get("content") if isinstance(logprobs, dict) else None
         first = content[0] if isinstance(content, list) and content else None
         if first is not None and not isinstance(first, dict):
-            raise _MalformedResponse(f"choices[0].logprobs.content[0] is {_describe(first)}")
+            raise MalformedResponse(f"choices[0].logprobs.content[0] is {_describe(first)}")
         top = first.get("top_logprobs") if first is not None else None
         if top is not None and not isinstance(top, list):
-            raise _MalformedResponse("choices[0].logprobs.content[0].top_logprobs is not a list")
+            raise MalformedResponse("choices[0].logprobs.content[0].top_logprobs is not a list")
         if not top:  # the chosen token alone cannot rank the candidates
             raise LogprobsUnavailable(
                 f"{self.name}: the server does not provide token log-probabilities "
@@ -501,7 +528,7 @@ def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _MalformedResponse(f"body is not JSON ({error})") from None
+        raise MalformedResponse(f"body is not JSON ({error})") from None
 
 
 def _describe(value: Any) -> str:
@@ -510,14 +537,14 @@ def _describe(value: Any) -> str:
 
 def _first_choice(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise _MalformedResponse(f"expected a JSON object, got {_describe(payload)}")
+        raise MalformedResponse(f"expected a JSON object, got {_describe(payload)}")
     choices = payload.get("choices")
     if not isinstance(choices, list) or not choices:
         error = payload.get("error")
         reported = f" (the server reported: {error})" if error else ""
-        raise _MalformedResponse(f"no choices: expected a non-empty list 'choices'{reported}")
+        raise MalformedResponse(f"no choices: expected a non-empty list 'choices'{reported}")
     if not isinstance(choices[0], dict):
-        raise _MalformedResponse(f"choices[0] is {_describe(choices[0])}, expected an object")
+        raise MalformedResponse(f"choices[0] is {_describe(choices[0])}, expected an object")
     return choices[0]
 
 
@@ -526,13 +553,13 @@ def _token_and_logprob(entry: Any, where: str) -> tuple[str, float]:
     logprob = entry.get("logprob") if isinstance(entry, dict) else None
     is_number = isinstance(logprob, (int, float)) and not isinstance(logprob, bool)
     if not isinstance(token, str) or not is_number:
-        raise _MalformedResponse(
+        raise MalformedResponse(
             f"choices[0].logprobs.{where} needs a string 'token' and a number 'logprob', "
             f"got {entry!r}"
         )
     # -inf is a log-probability (of an impossible token); NaN and positive values are not
     if math.isnan(logprob) or logprob > LOGPROB_ROUNDING:
-        raise _MalformedResponse(
+        raise MalformedResponse(
             f"choices[0].logprobs.{where}.logprob is {logprob}, not a log-probability (<= 0)"
         )
     return token, min(float(logprob), 0.0)
@@ -542,14 +569,14 @@ def _parse_generation(payload: Any) -> Generation:
     choice = _first_choice(payload)
     message = choice.get("message")
     if not isinstance(message, dict):
-        raise _MalformedResponse(f"choices[0].message is {_describe(message)}, expected an object")
+        raise MalformedResponse(f"choices[0].message is {_describe(message)}, expected an object")
     text = message.get("content")
     if not isinstance(text, str):
-        raise _MalformedResponse(
+        raise MalformedResponse(
             f"choices[0].message.content is {_describe(text)}, expected a string"
         )
     if not text.strip():  # would become a silent turn; a failure must not look like one
-        raise _MalformedResponse(
+        raise MalformedResponse(
             f"choices[0].message.content is {'empty' if not text else 'only whitespace'}, "
             "expected text"
         )
