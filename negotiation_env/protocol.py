@@ -166,6 +166,7 @@ _TYPE_CHECKS: dict[str, tuple[type, ...]] = {
     "float": (int, float),
     "bool": (bool,),
     "int | None": (int, type(None)),
+    "list[str]": (list,),
 }
 
 

@@ -85,6 +85,48 @@ def test_unknown_or_mistyped_settings_name_the_key():
         TrainConfig.from_dict({"env": {"max_turns": 0}})
 
 
+def test_server_engine_settings_are_checked_together():
+    def config(**rollout):
+        return TrainConfig.from_dict({"rollout": rollout})
+
+    urls = ["http://10.0.0.5:8000/v1"]
+    assert config(engine="server", servers=urls).rollout.servers == urls
+    with pytest.raises(ValueError, match="rollout.engine: 'vllm' is not one of"):
+        config(engine="vllm")
+    with pytest.raises(ValueError, match="needs rollout.servers"):
+        config(engine="server")
+    with pytest.raises(ValueError, match="apply to rollout.engine: server"):
+        config(servers=urls)
+    with pytest.raises(ValueError, match="rollout.servers: expected a list of URLs"):
+        config(engine="server", servers=[""])
+    with pytest.raises(ValueError, match="servers: expected list"):
+        config(engine="server", servers=urls[0])
+    with pytest.raises(ValueError, match="set model.lora: true"):
+        TrainConfig.from_dict(
+            {"model": {"lora": False}, "rollout": {"engine": "server", "servers": urls}}
+        )
+    # an adapter synced every 2 steps is 1 step old; playing ahead adds one more
+    with pytest.raises(ValueError, match="up to 1 steps old, more than rollout.max_staleness"):
+        config(engine="server", servers=urls, sync_every=2)
+    with pytest.raises(ValueError, match="up to 2 steps old"):
+        config(engine="server", servers=urls, sync_every=2, max_staleness=1)
+    assert config(engine="server", servers=urls, sync_every=2, max_staleness=2)
+    assert config(engine="server", servers=urls, max_staleness=1)
+
+
+def test_the_prompts_of_the_next_step_are_predicted_from_the_dataset_order():
+    from trainers.common import Rollout
+
+    rollout = Rollout(TrainConfig())
+    rollout.scenario_order = ["a", "b", "c", "d", "e"]
+    assert rollout.next_prompts(["a", "a", "b", "b"]) == ["c", "c", "d", "d"]
+    # TRL drops the short last batch of an epoch and starts the order again
+    assert rollout.next_prompts(["c", "c", "d", "d"]) == ["a", "a", "b", "b"]
+    assert rollout.next_prompts(["b", "c"]) == ["d", "e"]
+    assert rollout.next_prompts(["a", "c"]) is None  # not where the order says
+    assert rollout.next_prompts(["x", "x"]) is None
+
+
 def test_a_learning_rate_written_5e_4_is_a_float_in_yaml_and_on_the_command_line(tmp_path):
     from negotiate.train import parse_overrides
 

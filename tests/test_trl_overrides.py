@@ -3,6 +3,7 @@ checks fail loudly, naming the method, when an upgrade of TRL changes what an ov
 on; the behaviour of each override is tested in test_buckets, test_logprobs and
 test_trainer."""
 
+import dataclasses
 import inspect
 
 import pytest
@@ -74,3 +75,24 @@ def test_each_override_lives_in_one_mixin_of_our_trainer():
         assert defined[0] is mixin, f"{method} is overridden by {defined[0]}, not {mixin}"
         assert [k for k in defined if k.__module__.startswith("trainers.")] == [mixin]
     assert "rollout_func" in inspect.signature(GRPOTrainer.__init__).parameters
+
+
+def test_the_vllm_path_the_server_engine_rides_on_is_still_trls():
+    # NegotiationGRPOTrainer._use_engine sets use_vllm, vllm_generation and
+    # _last_loaded_step; TRL must still sync through them before a custom rollout and apply
+    # the truncated importance-sampling correction to the rollout's log-probabilities.
+    rollout = inspect.getsource(GRPOTrainer._generate)
+    assert "self.rollout_func(" in rollout
+    assert "self.use_vllm and self.state.global_step != self._last_loaded_step" in rollout
+    assert "self.vllm_generation.sync_weights()" in rollout
+    generate = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "self.use_vllm and self.vllm_importance_sampling_correction" in generate
+    assert 'output["importance_sampling_ratio"]' in generate
+    assert 'inputs["importance_sampling_ratio"]' in inspect.getsource(GRPOTrainer._compute_loss)
+    fields = {f.name for f in dataclasses.fields(trl.GRPOConfig)}
+    assert {
+        "vllm_importance_sampling_correction",
+        "vllm_importance_sampling_mode",
+        "vllm_importance_sampling_clip_max",
+        "shuffle_dataset",
+    } <= fields

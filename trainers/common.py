@@ -17,6 +17,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,14 @@ def grpo_arguments(
         disable_tqdm=True,
         scale_rewards="none" if config.rollout.per_seat_normalization else "group",
         log_completions=False,
-        shuffle_dataset=True,
+        # playing ahead (Rollout.next_prompts) needs the dataset walked in its own order,
+        # which scenario_dataset has already shuffled with run.seed
+        shuffle_dataset=not config.rollout.max_staleness,
+        # read only with the server engine (trainers/engine.py): TRL's truncated per-token
+        # importance-sampling correction between the sampling and the trained policy
+        vllm_importance_sampling_correction=True,
+        vllm_importance_sampling_mode="token_truncate",
+        vllm_importance_sampling_clip_max=config.rollout.importance_sampling_cap,
     )
 
 
@@ -319,7 +327,14 @@ class Rollout:
     """Base of the TRL ``rollout_func`` of both trainers. A subclass generates and scores
     (:meth:`collect`); this base times the call, logs the step's metrics, writes sample
     dialogues, and keeps the result (``last``) and the rollout time of the current step
-    (:meth:`take_seconds`, read by :class:`StepTimer`)."""
+    (:meth:`take_seconds`, read by :class:`StepTimer`).
+
+    With the server engine and ``rollout.max_staleness`` >= 1 it also plays one step ahead:
+    after answering the prompts of step k, it starts the rollout of the prompts that step
+    k+1 will ask for (the next scenarios of the dataset order) on the servers, with step
+    k's adapter, while step k trains; step k+1 takes it if its prompts are those (else it
+    plays them then). ``rollout/staleness`` logs how many steps old the sampling adapter was.
+    """
 
     samples_per_dialogue: int = 1
 
@@ -327,6 +342,11 @@ class Rollout:
         self.config = config
         self.last: RolloutResult | None = None
         self._seconds = 0.0
+        # the server engine's pool (trainers/engine.py); None: the policy in this process
+        self.engine_backend: Any = None
+        self.scenario_order: list[str] = []  # the dataset's prompts, in order (playing ahead)
+        self._ahead: _Ahead | None = None
+        self._background: ThreadPoolExecutor | None = None  # the thread that plays ahead
 
     def collect(
         self, prompts: list[str], backend: Any, trainer: Any
@@ -336,14 +356,29 @@ class Rollout:
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         started = time.perf_counter()
-        with policy_backend(trainer) as backend:
-            fields, outcomes, stats, metrics = self.collect(
-                [str(p) for p in prompts], backend, trainer
-            )
+        prompts = [str(p) for p in prompts]
+        step = trainer.state.global_step
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.prompts == prompts:
+            fields, outcomes, stats, metrics = ahead.future.result()
+            staleness, hit = step - ahead.step, 1.0
+        else:
+            if ahead is not None:  # a wrong guess: let it end (it plays on the same envs)
+                ahead.future.exception()
+            if self.engine_backend is None:
+                with policy_backend(trainer) as backend:
+                    fields, outcomes, stats, metrics = self.collect(prompts, backend, trainer)
+            else:
+                fields, outcomes, stats, metrics = self.collect(
+                    prompts, self.engine_backend, trainer
+                )
+            staleness, hit = 0, 0.0
+        self._play_ahead(prompts, trainer)
         seconds = time.perf_counter() - started
         self._seconds += seconds
-        step = trainer.state.global_step
         self.last = RolloutResult(step, outcomes, stats, seconds)
+        if self.config.rollout.max_staleness:
+            metrics = {**metrics, "rollout/staleness": staleness, "rollout/played_ahead": hit}
         push_metrics(
             trainer,
             {
@@ -361,10 +396,65 @@ class Rollout:
             )
         return fields
 
+    def _play_ahead(self, prompts: list[str], trainer: Any) -> None:
+        """Start the next step's rollout on the servers, with the adapter loaded now."""
+        if not self.config.rollout.max_staleness or self.engine_backend is None:
+            return
+        if trainer.state.global_step + 1 >= trainer.state.max_steps:
+            return  # no step will take it
+        upcoming = self.next_prompts(prompts)
+        if upcoming is None:
+            return
+        pool = self.engine_backend.with_adapter(self.engine_backend.adapter)
+        if self._background is None:
+            self._background = ThreadPoolExecutor(1, thread_name_prefix="rollout-ahead")
+        future = self._background.submit(self.collect, upcoming, pool, trainer)
+        self._ahead = _Ahead(upcoming, trainer.state.global_step, future)
+
+    def next_prompts(self, prompts: list[str]) -> list[str] | None:
+        """The prompts the next step will bring, predicted from the dataset order (TRL
+        walks it in order when ``shuffle_dataset`` is off, as it is when playing ahead);
+        None when ``prompts`` are not where the order says. A wrong guess costs only time:
+        the next call checks its prompts against it."""
+        order = self.scenario_order
+        scenarios = list(dict.fromkeys(prompts))
+        if not order or len(prompts) % len(scenarios):
+            return None
+        repeats = len(prompts) // len(scenarios)
+        try:
+            start = order.index(scenarios[0])
+        except ValueError:
+            return None
+        if order[start : start + len(scenarios)] != scenarios:
+            return None
+        step = len(scenarios) * world_size()  # every process takes its share of a step
+        following = start + step
+        if following + len(scenarios) > len(order):  # TRL drops a short last batch
+            following = 0
+        return [s for s in order[following : following + len(scenarios)] for _ in range(repeats)]
+
+    def close(self) -> None:
+        """Wait for a rollout still playing ahead (its result is not needed any more)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.future.exception()
+        if self._background is not None:
+            self._background.shutdown(wait=True)
+            self._background = None
+
     def take_seconds(self) -> float:
         """The seconds spent in rollouts since the last call (one training step's share)."""
         seconds, self._seconds = self._seconds, 0.0
         return seconds
+
+
+@dataclass
+class _Ahead:
+    """A rollout played ahead: for which prompts, started at which step."""
+
+    prompts: list[str]
+    step: int
+    future: Future
 
 
 def write_samples(

@@ -28,6 +28,7 @@ from llm.interface import CUT_TURN_POLICIES
 from negotiation_env.protocol import NegotiationConfig, check_field_types
 
 SEAT_MODES = ("paper", "full")
+ENGINES = ("local", "server")
 
 
 @dataclass
@@ -104,6 +105,48 @@ class RolloutConfig:
     split: str = field(default="train", metadata={"help": "Scenario pool for training."})
     max_scenarios: int = field(
         default=0, metadata={"help": "Use only the first N scenarios of the pool (0 = all)."}
+    )
+    engine: str = field(
+        default="local",
+        metadata={
+            "help": "'local': generate in the training process; 'server': on the "
+            "OpenAI-compatible servers of rollout.servers (docs/scale-out.md)."
+        },
+    )
+    servers: list[str] = field(
+        default_factory=list,
+        metadata={"help": "API roots of the rollout servers, e.g. [http://10.0.0.5:8000/v1]."},
+    )
+    sync_every: int = field(
+        default=1,
+        metadata={
+            "help": "Load the trained adapter on the servers every N optimiser steps "
+            "(N > 1 samples with an adapter up to N-1 steps old: needs max_staleness >= N-1)."
+        },
+    )
+    max_staleness: int = field(
+        default=0,
+        metadata={
+            "help": "Steps the sampling adapter may lag the trained one: 0 = on-policy; >= 1 = "
+            "the next step's dialogues are played on the servers while this step trains."
+        },
+    )
+    importance_sampling_cap: float = field(
+        default=2.0,
+        metadata={
+            "help": "Server engine: per-token importance ratios (training / sampling policy) "
+            "are truncated at this value (TRL's truncated correction)."
+        },
+    )
+    adapter_dir: str = field(
+        default="",
+        metadata={
+            "help": "Where adapters are saved for the servers to load; every server must "
+            "read the same path ('' = run.output_dir/rollout_adapters)."
+        },
+    )
+    server_timeout: float = field(
+        default=600.0, metadata={"help": "Seconds one server may take for one batch."}
     )
 
 
@@ -235,6 +278,7 @@ class TrainConfig:
             raise ValueError(
                 "rollout.group_size: GRPO compares dialogues in a group; use at least 2"
             )
+        self._check_engine()
         if self.reward.criterion not in ("ca", "conflict"):
             raise ValueError(
                 f"reward.criterion: {self.reward.criterion!r} is not one of ['ca', 'conflict']"
@@ -252,6 +296,45 @@ class TrainConfig:
             raise ValueError(f"optim.max_steps: must be at least 1, got {self.optim.max_steps}")
         if self.run.save_steps < 1 or self.run.save_total_limit < 1:
             raise ValueError("run.save_steps and run.save_total_limit must be at least 1")
+
+    def _check_engine(self) -> None:
+        rollout = self.rollout
+        if rollout.engine not in ENGINES:
+            raise ValueError(f"rollout.engine: {rollout.engine!r} is not one of {list(ENGINES)}")
+        if not all(isinstance(url, str) and url for url in rollout.servers):
+            raise ValueError(f"rollout.servers: expected a list of URLs, got {rollout.servers!r}")
+        if rollout.sync_every < 1 or rollout.max_staleness < 0:
+            raise ValueError(
+                "rollout.sync_every must be at least 1 and rollout.max_staleness at least 0, "
+                f"got {rollout.sync_every} and {rollout.max_staleness}"
+            )
+        if rollout.importance_sampling_cap < 1 or rollout.server_timeout <= 0:
+            raise ValueError(
+                "rollout.importance_sampling_cap must be at least 1 and rollout.server_timeout "
+                f"above 0, got {rollout.importance_sampling_cap} and {rollout.server_timeout}"
+            )
+        if rollout.engine == "local":
+            if rollout.servers or rollout.max_staleness or rollout.sync_every != 1:
+                raise ValueError(
+                    "rollout.servers, sync_every and max_staleness apply to rollout.engine: "
+                    "server; the local engine always samples with the current weights"
+                )
+            return
+        if not rollout.servers:
+            raise ValueError("rollout.engine: server needs rollout.servers (a list of URLs)")
+        if not self.model.lora:
+            raise ValueError(
+                "rollout.engine: server sends the weights to the servers as a LoRA adapter; "
+                "set model.lora: true"
+            )
+        # playing one step ahead (max_staleness >= 1) adds one step to the adapter's lag
+        lag = rollout.sync_every - 1 + (rollout.max_staleness > 0)
+        if lag > rollout.max_staleness:
+            raise ValueError(
+                f"rollout.sync_every: {rollout.sync_every} samples with an adapter up to "
+                f"{lag} steps old, more than rollout.max_staleness ({rollout.max_staleness}) "
+                "allows"
+            )
 
     @property
     def trained_seats(self) -> tuple[str, ...]:

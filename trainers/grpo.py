@@ -5,7 +5,9 @@ Three TRL or transformers internals are overridden, each in one mixin and nowher
 once complete), ``_prepare_inputs`` (:class:`~trainers.buckets.LengthBucketMixin`:
 micro-batches of similar length) and ``_get_per_token_logps_and_entropies``
 (:class:`~trainers.logprobs.CompletionLogProbMixin`: log-probabilities of the completion
-positions only). ``tests/test_trl_overrides.py`` fails when TRL changes what they rely on.
+positions only); with the server engine, three attributes of TRL's vLLM path are set
+(:meth:`NegotiationGRPOTrainer._use_engine`). ``tests/test_trl_overrides.py`` fails when
+TRL changes what they rely on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from trl import GRPOTrainer
 
 from trainers.buckets import LengthBucketMixin
 from trainers.common import CheckpointMixin, MetricsLog, ProgressCallback, Rollout, StepTimer
+from trainers.engine import ServerEngine
 from trainers.logprobs import CompletionLogProbMixin
 
 
@@ -38,12 +41,16 @@ class NegotiationGRPOTrainer(
         rollout: Rollout,
         keep_checkpoints: int = 3,
         length_bucketing: bool = True,
+        engine: ServerEngine | None = None,
         **grpo_arguments: Any,
     ):
         self.rollout = rollout
         self.keep_checkpoints = keep_checkpoints
         self.length_bucketing = length_bucketing
+        self.engine = engine
         super().__init__(rollout_func=rollout, **grpo_arguments)
+        if engine is not None:
+            self._use_engine(engine)
         # transformers prints every metrics dictionary to the console (its progress bar or
         # printer); ours prints one readable line, and the full metrics go to TensorBoard
         # and metrics.jsonl
@@ -52,3 +59,17 @@ class NegotiationGRPOTrainer(
         self.add_callback(ProgressCallback(sys.stdout))
         self.add_callback(MetricsLog(self.args.output_dir))
         self.add_callback(StepTimer(self))
+
+    def _use_engine(self, engine: ServerEngine) -> None:
+        """Generate on the rollout servers. TRL's vLLM path does the rest, as for vLLM
+        generations: with ``use_vllm`` set, ``_generate_and_score_completions`` calls
+        ``vllm_generation.sync_weights()`` before a new step's first rollout and applies
+        the truncated importance-sampling correction to the sampled log-probabilities the
+        rollout returns (the GRPOConfig's ``vllm_importance_sampling_*``). Nothing else of
+        the vLLM path runs: generation is the rollout's (``rollout_func``).
+        ``tests/test_trl_overrides.py`` pins the names this relies on."""
+        engine.trainer = self
+        self.rollout.engine_backend = engine.pool
+        self.use_vllm = True
+        self.vllm_generation = engine
+        self._last_loaded_step = -1

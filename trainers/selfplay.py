@@ -265,14 +265,22 @@ def build_trainer(
     model, tokenizer, peft_config = load_policy(config)
     samples_per_scenario = config.rollout.group_size * rollout.samples_per_dialogue
     args = grpo_arguments(config, samples_per_scenario, rollout.samples_per_dialogue)
+    engine = None
+    if config.rollout.engine == "server":
+        from trainers.engine import ServerEngine
+
+        engine = ServerEngine(config, tokenizer)
+    dataset = scenario_dataset(config, bank)
+    rollout.scenario_order = list(dataset["prompt"])
     return NegotiationGRPOTrainer(
         rollout=rollout,
+        engine=engine,
         keep_checkpoints=config.run.save_total_limit,
         length_bucketing=config.optim.length_bucketing,
         model=model,
         reward_funcs=negotiation_reward,
         args=args,
-        train_dataset=scenario_dataset(config, bank),
+        train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
@@ -311,7 +319,12 @@ def train_selfplay(config: TrainConfig, resume: bool = False, **components: Any)
     )
     started = time.perf_counter()
     trainer = build_trainer(config, **components)
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:
+        trainer.rollout.close()
+        if trainer.engine is not None:
+            trainer.engine.close()
     final = output / "final"
     save_final(trainer, final)
     return TrainResult(

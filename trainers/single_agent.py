@@ -108,6 +108,11 @@ def train_single_agent(
     from negotiation_env.scenarios import ScenarioBank
 
     bank = bank or ScenarioBank.default()
+    if self_reward and config.rollout.engine != "local":
+        raise ValueError(
+            "self_reward: the policy judges with its own log-probabilities, which only the "
+            "local engine has; set rollout.engine: local"
+        )
     if judge is None and not self_reward:
         judge = load_reward_judge(config)
     return train_selfplay(

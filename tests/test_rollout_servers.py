@@ -1,0 +1,259 @@
+"""Rollouts on inference servers, end to end: ``negotiate serve`` processes on 127.0.0.1 and
+the pool that spreads a rollout's generations over them (``llm/rollout_servers.py``), and
+self-play training with ``rollout.engine: server`` (``trainers/engine.py``), staleness 0
+and 1. The model is the tiny random Llama (fast, and it never ends a turn by itself)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from llm.interface import BackendError, GenerationSettings
+from llm.rollout_servers import ServerPool, _generation
+from llm.transformers_backend import TransformersBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+NEGOTIATE = Path(sys.executable).with_name("negotiate")
+GREEDY = GenerationSettings(max_new_tokens=12, temperature=0.0)
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A ``negotiate serve`` process on the tiny model."""
+
+    def __init__(self, model_dir: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.process = subprocess.Popen(
+            [str(NEGOTIATE), "serve", "--model", f"hf:{model_dir}?device=cpu&dtype=float32"]
+            + ["--port", str(self.port), "--quiet"],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("w"),
+            cwd=ROOT,
+        )
+        self.log = log
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 300  # only against a hang
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"{self.url}/models", timeout=2).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+def start(model_dir: Path, folder: Path, count: int) -> list[Server]:
+    servers = [Server(model_dir, folder / f"server{i}.log") for i in range(count)]
+    for server in servers:
+        server.wait_ready()
+    return servers
+
+
+@pytest.fixture(scope="module")
+def servers(tiny_model_dir, tmp_path_factory):
+    running = start(tiny_model_dir, tmp_path_factory.mktemp("servers"), 2)
+    yield running
+    for server in running:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def local(tiny_model_dir):
+    return TransformersBackend(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+def chats(count: int) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": f"Proposal number {i}: who pays?"}] for i in range(count)]
+
+
+def assert_same(generations, expected) -> None:
+    assert len(generations) == len(expected)
+    for got, want in zip(generations, expected, strict=True):
+        assert got.prompt_token_ids == want.prompt_token_ids
+        assert got.token_ids == want.token_ids
+        assert got.text == want.text and got.finish_reason == want.finish_reason
+        assert all(
+            math.isclose(a, b, abs_tol=1e-4)
+            for a, b in zip(got.logprobs, want.logprobs, strict=True)
+        )
+
+
+def test_a_batch_spread_over_two_servers_equals_the_local_engine(servers, local):
+    pool = ServerPool([s.url for s in servers], local.tokenizer)
+    assert all(c.model.startswith("hf:") for c in pool.clients)  # read from /v1/models
+    expected = local.generate(chats(5), GREEDY)
+    assert_same(pool.generate(chats(5), GREEDY), expected)
+
+
+def test_sampled_tokens_come_back_with_their_logprobs_under_the_sampling_temperature(
+    servers, local
+):
+    pool = ServerPool([s.url for s in servers], local.tokenizer)
+    settings = GenerationSettings(max_new_tokens=8, temperature=0.7, top_p=0.95)
+    generations = pool.generate(chats(4), settings)
+    prompts = [g.prompt_token_ids for g in generations]
+    # the trainer's recomputation: log p(token) under logits / temperature
+    for generation, prompt in zip(generations, prompts, strict=True):
+        recomputed = local.sequence_logprobs([prompt], [generation.token_ids], temperature=0.7)[0]
+        assert all(
+            math.isclose(a, b, abs_tol=1e-4)
+            for a, b in zip(generation.logprobs, recomputed, strict=True)
+        )
+
+
+def test_a_server_killed_mid_rollout_loses_and_duplicates_no_sample(
+    tiny_model_dir, tmp_path, local
+):
+    victim, survivor = start(tiny_model_dir, tmp_path, 2)
+    try:
+        pool = ServerPool([victim.url, survivor.url], local.tokenizer, max_retries=0)
+        long = GenerationSettings(max_new_tokens=200, temperature=0.0)
+        expected = local.generate(chats(8), long)
+        # the victim dies while its share is generated (or before it starts: either way
+        # its share must be answered by the survivor, once)
+        killer = threading.Timer(0.5, victim.kill)
+        killer.start()
+        generations = pool.generate(chats(8), long)
+        killer.join()
+        assert_same(generations, expected)
+        assert victim.process.poll() is not None
+        survivor.kill()
+        with pytest.raises(BackendError) as failure:
+            pool.generate(chats(2), GREEDY)
+        message = str(failure.value)
+        assert message.startswith("no rollout server could generate")
+        assert victim.url in message and survivor.url in message
+    finally:
+        victim.kill()
+        survivor.kill()
+
+
+def test_an_adapter_loaded_on_the_servers_is_used_until_unloaded(
+    servers, local, tiny_model_dir, tmp_path
+):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(model, lora).save_pretrained(tmp_path / "adapter")
+    adapted = TransformersBackend(
+        str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32"
+    )
+    pool = ServerPool([s.url for s in servers], local.tokenizer)
+    pool.load_adapter("policy-test", str(tmp_path / "adapter"))
+    try:
+        assert pool.adapter == "policy-test"
+        assert_same(pool.generate(chats(4), GREEDY), adapted.generate(chats(4), GREEDY))
+        base = pool.with_adapter(None).generate(chats(1), GREEDY)[0]
+        assert base.logprobs != pool.generate(chats(1), GREEDY)[0].logprobs
+    finally:
+        pool.unload_adapter("policy-test")
+    assert pool.adapter is None
+    assert_same(pool.generate(chats(2), GREEDY), local.generate(chats(2), GREEDY))
+    with pytest.raises(BackendError, match="could not load adapter 'x' from /no/such"):
+        pool.load_adapter("x", "/no/such")
+
+
+def test_a_server_that_returns_no_token_ids_is_refused_not_worked_around():
+    text_only = {"index": 0, "text": "Hi", "finish_reason": "stop", "logprobs": None}
+    with pytest.raises(BackendError, match="returned no token ids"):
+        _generation(text_only, [1, 2], "http://x/v1")
+    no_logprobs = {**text_only, "token_ids": [5, 6]}
+    with pytest.raises(BackendError, match="returned NoneType log-probabilities for 2 tokens"):
+        _generation(no_logprobs, [1, 2], "http://x/v1")
+    spelt = {
+        **text_only,
+        "logprobs": {"tokens": ["token_id:5", "token_id:6"], "token_logprobs": [-0.5, -1.0]},
+    }
+    generation = _generation(spelt, [1, 2], "http://x/v1")
+    assert generation.token_ids == [5, 6] and generation.logprobs == [-0.5, -1.0]
+
+
+def train_on_servers(model_dir: Path, out: Path, staleness: int, servers: list[Server]) -> dict:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "scripts" / "server_engine.py"), str(model_dir)]
+        + [str(out), str(staleness), *(s.url for s in servers)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests" / "scripts")},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def test_training_on_servers_samples_with_the_current_adapter_at_staleness_0(
+    servers, tiny_model_dir, tmp_path, local
+):
+    run = train_on_servers(tiny_model_dir, tmp_path / "run", 0, servers)
+    assert run["steps"] == 3
+    names = sorted(set(run["adapters"]), key=run["adapters"].index)
+    assert [n.rsplit("-", 1)[1] for n in names] == ["0", "1", "2"]  # a new adapter each step
+    steps = [m for m in run["metrics"] if "sampling/sampling_logp_difference/max" in m]
+    assert len(steps) == 3
+    # the servers' log-probabilities are the trainer's own, within float error
+    assert all(m["sampling/sampling_logp_difference/max"] < 1e-3 for m in steps)
+    assert all(m["loss"] != 0 for m in steps)  # the weights did change between the steps
+    # the servers hold none of this run's adapters any more
+    listed = json.load(urllib.request.urlopen(f"{servers[0].url}/models", timeout=30))
+    assert [m["id"] for m in listed["data"]][1:] == []
+    # the trained adapter, loaded on the servers, answers as it does locally
+    final = tmp_path / "run" / "final"
+    pool = ServerPool([s.url for s in servers], local.tokenizer)
+    pool.load_adapter("final", str(final))
+    try:
+        trained = TransformersBackend(
+            str(tiny_model_dir), adapter=str(final), device="cpu", dtype="float32"
+        )
+        assert_same(pool.generate(chats(3), GREEDY), trained.generate(chats(3), GREEDY))
+    finally:
+        pool.unload_adapter("final")
+
+
+def test_training_one_step_ahead_takes_the_rollout_played_during_the_previous_step(
+    servers, tiny_model_dir, tmp_path
+):
+    run = train_on_servers(tiny_model_dir, tmp_path / "run", 1, servers)
+    assert run["steps"] == 3
+    steps = [m for m in run["metrics"] if "rollout/staleness" in m]
+    assert [m["rollout/played_ahead"] for m in steps] == [0.0, 1.0, 1.0]
+    assert [m["rollout/staleness"] for m in steps] == [0.0, 1.0, 1.0]
+    # played ahead with the previous step's adapter: the importance ratios are not all 1
+    ratios = [m["sampling/importance_sampling_ratio/max"] for m in steps[1:]]
+    assert all(r <= 2.0 for r in ratios)  # truncated at rollout.importance_sampling_cap
+    assert any(abs(m["sampling/sampling_logp_difference/max"]) > 1e-3 for m in steps[1:])

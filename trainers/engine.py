@@ -1,0 +1,90 @@
+"""The server rollout engine: generation on inference servers, weights sent as LoRA adapters.
+
+With ``rollout.engine: server`` every batched generation of a rollout goes to the servers
+of ``rollout.servers`` through :class:`~llm.rollout_servers.ServerPool` (token ids in,
+sampled token ids and log-probabilities out), and the weights reach the servers by LoRA
+hot-swap: before the first rollout of a step (every ``rollout.sync_every`` steps) the
+trained adapter is saved atomically under ``rollout.adapter_dir`` and every server loads it
+under a new name, which later requests name; the previous one is unloaded. A server that
+cannot load it stops training with the server's reason, so nothing is sampled from an
+adapter older than the configuration allows.
+
+The trainer corrects for the difference between the policy that sampled and the one it
+trains (a server's numerics, or an older adapter) as TRL does for vLLM generations:
+per-token importance ratios, truncated at ``rollout.importance_sampling_cap``, multiply the
+loss, and their statistics are logged (``sampling/importance_sampling_ratio/*``,
+``sampling/sampling_logp_difference/*``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llm.rollout_servers import ServerPool
+from trainers.config import TrainConfig
+
+KEEP_ADAPTERS = 2  # the one the servers use and the one before (a server may still read it)
+
+
+class ServerEngine:
+    """Sends the trainer's adapter to the rollout servers; :attr:`pool` generates.
+
+    TRL calls :meth:`sync_weights` before the first rollout of every optimiser step (the
+    hook it has for its vLLM engine)."""
+
+    def __init__(self, config: TrainConfig, tokenizer: Any, pool: ServerPool | None = None):
+        rollout = config.rollout
+        self.pool = pool or ServerPool(rollout.servers, tokenizer, timeout=rollout.server_timeout)
+        output = Path(config.run.output_dir)
+        self.folder = Path(rollout.adapter_dir or output / "rollout_adapters").resolve()
+        # adapter names unique to this run, the same in every process of it
+        digest = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:8]
+        self.prefix = f"policy-{digest}"
+        self.sync_every = rollout.sync_every
+        self.trainer: Any = None  # set by the trainer that uses this engine
+        self.loaded_step: int | None = None
+        self.loaded: list[tuple[str, Path]] = []  # (name, folder), oldest first
+
+    def sync_weights(self) -> None:
+        """Load the current adapter on every server, unless the one there is recent enough
+        (``sync_every``). In distributed training the main process saves and loads; every
+        process then names the new adapter."""
+        trainer = self.trainer
+        step = trainer.state.global_step
+        if self.loaded_step is not None and step - self.loaded_step < self.sync_every:
+            return
+        name = f"{self.prefix}-step-{step}"
+        folder = self.folder / f"step-{step:06d}"
+        if trainer.accelerator.is_main_process:
+            self._save(folder)
+            self.pool.load_adapter(name, str(folder))
+        trainer.accelerator.wait_for_everyone()
+        self.pool.adapter = name
+        self.loaded_step = step
+        self.loaded.append((name, folder))
+        if trainer.accelerator.is_main_process:
+            self._forget_old()
+
+    def _save(self, folder: Path) -> None:
+        """The adapter in ``folder``, written beside it first: a server never reads half of it."""
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        staging = folder.with_name(f".{folder.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(str(staging))
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+
+    def _forget_old(self) -> None:
+        while len(self.loaded) > KEEP_ADAPTERS:
+            name, folder = self.loaded.pop(0)
+            self.pool.unload_adapter(name)
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Unload this run's adapters from the servers (their folders stay)."""
+        for name, _ in self.loaded:
+            self.pool.unload_adapter(name)
+        self.loaded.clear()
