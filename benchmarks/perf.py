@@ -3,6 +3,7 @@
     python -m benchmarks.perf                 # 30-75 minutes on 2 CPU cores
     python -m benchmarks.perf --quick         # smaller sizes, for a smoke check
     python -m benchmarks.perf --training-only # figure 3 alone
+    python -m benchmarks.perf --servers       # the server engine (benchmarks/perf_servers.py)
     python -m benchmarks.perf --profile-training  # where one training step's CPU time goes
 
 1. **Env overhead**: env steps per second with scripted agents; the env's share of wall time
@@ -753,6 +754,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "only); with it on, the rollout figures include the same rollout without it",
     )
     parser.add_argument(
+        "--servers",
+        action="store_true",
+        help="only the server engine's figures (benchmarks/perf_servers.py): rollout on 1 and 2 "
+        "negotiate serve processes vs local, training step at staleness 0 vs 1",
+    )
+    parser.add_argument(
         "--training-only",
         action="store_true",
         help="only the training figures (our trainer vs TRL, multi-turn step), into perf.json",
@@ -769,6 +776,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.profile_training:
         print(profile_training_step(sequences, tokens, bf16=True, weights="bfloat16"))
         return {}
+    if args.servers:
+        from benchmarks.perf_servers import markdown as servers_markdown
+        from benchmarks.perf_servers import server_figures
+
+        report = server_figures(args.quick, command, describe_machine(), out)
+        print(servers_markdown(report))
+        return report
     if args.training_only:
         report = {"command": command, "machine": describe_machine()}
         training_figures(sequences, tokens, args.quick, out, report)
