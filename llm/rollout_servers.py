@@ -14,7 +14,8 @@ same, so the whole path runs on a CPU):
   (``return_token_ids``, or ``return_tokens_as_token_ids`` with ``logprobs``) and their
   log-probabilities (``logprobs``). vLLM: start it with ``--enable-lora`` and
   ``--logprobs-mode processed_logprobs`` (log-probabilities after temperature, as the
-  trainer computes them; TRL asks the same). A server whose answers lack token ids or
+  trainer computes them, though also renormalised over the top-p nucleus; TRL asks the
+  same). A server whose answers lack token ids or
   log-probabilities is refused with a :class:`~llm.interface.BackendError`, never
   worked around.
 - ``POST /v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` (``lora_name``,

@@ -240,7 +240,11 @@ def test_training_on_servers_samples_with_the_current_adapter_at_staleness_0(
         trained = TransformersBackend(
             str(tiny_model_dir), adapter=str(final), device="cpu", dtype="float32"
         )
-        assert_same(pool.generate(chats(3), GREEDY), trained.generate(chats(3), GREEDY))
+        on_servers = pool.generate(chats(3), GREEDY)
+        assert_same(on_servers, trained.generate(chats(3), GREEDY))
+        # and training changed what the servers generate
+        base = pool.with_adapter(None).generate(chats(3), GREEDY)
+        assert [g.logprobs for g in base] != [g.logprobs for g in on_servers]
     finally:
         pool.unload_adapter("final")
 
