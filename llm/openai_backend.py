@@ -350,21 +350,28 @@ class OpenAIBackend:
                 raise
 
     def post(
-        self, body: dict[str, Any], parse: Callable[[Any], T], endpoint: str = "chat/completions"
+        self,
+        body: dict[str, Any],
+        parse: Callable[[Any], T],
+        endpoint: str = "chat/completions",
+        json_answer: bool = True,
     ) -> T:
         """Send one request to ``endpoint`` of this API (relative to ``base_url``, e.g.
         ``completions`` or ``load_lora_adapter``) with the retries and limits described
         above, and return ``parse(response JSON)``; ``parse`` raises
         :class:`MalformedResponse` to have an answer retried. Failures:
         :class:`RequestRejected` (not retried), :class:`ServerUnavailable` (retries spent),
-        or :class:`~llm.interface.BackendError`."""
-        return self._request(endpoint, json.dumps(body).encode("utf-8"), parse)
+        or :class:`~llm.interface.BackendError`. ``json_answer=False``: ``parse`` gets the
+        answer's text as it is (vLLM answers its adapter endpoints in plain text)."""
+        return self._request(endpoint, json.dumps(body).encode("utf-8"), parse, json_answer)
 
     def get(self, endpoint: str, parse: Callable[[Any], T]) -> T:
         """``GET`` ``endpoint`` (e.g. ``models``), with the same retries as :meth:`post`."""
         return self._request(endpoint, None, parse)
 
-    def _request(self, endpoint: str, data: bytes | None, parse: Callable[[Any], T]) -> T:
+    def _request(
+        self, endpoint: str, data: bytes | None, parse: Callable[[Any], T], json_answer: bool = True
+    ) -> T:
         url = f"{self.base_url}/{endpoint}"
         key = os.environ.get(self.api_key_env) or None
         attempts = self.max_retries + 1
@@ -375,7 +382,7 @@ class OpenAIBackend:
             try:
                 with self._slots:
                     raw = self._send(url, data, key)
-                return parse(_json(raw))
+                return parse(_json(raw) if json_answer else raw.decode("utf-8", errors="replace"))
             except _Rejected as error:
                 if error.code not in RETRYABLE_STATUSES:
                     raise RequestRejected(self._rejected(url, error, key), error.code) from None

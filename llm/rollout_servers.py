@@ -32,6 +32,7 @@ reason of each.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import threading
 import warnings
@@ -93,6 +94,7 @@ class ServerPool:
         self.adapter: str | None = None
         self.name = "servers:" + ",".join(client.base_url for client in self.clients)
         self._lock = threading.Lock()
+        self.stop_token_ids = end_of_turn_ids(tokenizer)
 
     def __repr__(self) -> str:
         return f"ServerPool({[c.base_url for c in self.clients]!r}, adapter={self.adapter!r})"
@@ -125,8 +127,16 @@ class ServerPool:
         generated with a stale adapter."""
         for client in self.clients:
             try:
-                client.post({"lora_name": name, "lora_path": path}, _accepted, "load_lora_adapter")
+                client.post(
+                    {"lora_name": name, "lora_path": path},
+                    _text,
+                    "load_lora_adapter",
+                    json_answer=False,
+                )
             except BackendError as error:
+                # a load retried after a timeout finds its first attempt done: that is fine
+                if isinstance(error, RequestRejected) and name in self.listed(client):
+                    continue
                 raise BackendError(
                     f"rollout server {client.base_url} could not load adapter {name!r} from "
                     f"{path}: {error}"
@@ -137,7 +147,7 @@ class ServerPool:
         """Free ``name`` on every server; a server that fails to is only warned about."""
         for client in self.clients:
             try:
-                client.post({"lora_name": name}, _accepted, "unload_lora_adapter")
+                client.post({"lora_name": name}, _text, "unload_lora_adapter", json_answer=False)
             except BackendError as error:
                 warnings.warn(
                     f"rollout server {client.base_url}: unloading {name!r} failed: {error}",
@@ -145,6 +155,30 @@ class ServerPool:
                 )
         if self.adapter == name:
             self.adapter = None
+
+    def listed(self, client: OpenAIBackend) -> list[str]:
+        """The model and adapter names ``client``'s server lists (``GET /v1/models``)."""
+
+        def parse(payload: Any) -> list[str]:
+            try:
+                return [str(entry["id"]) for entry in payload["data"]]
+            except (KeyError, TypeError):
+                raise MalformedResponse("GET /v1/models: no data list of ids") from None
+
+        return client.get("models", parse)
+
+    def unload_matching(self, prefix: str) -> list[str]:
+        """Unload every adapter whose name starts with ``prefix`` from every server (those a
+        killed run left behind); the names unloaded."""
+        gone = []
+        for client in self.clients:
+            for name in self.listed(client):
+                if name.startswith(prefix):
+                    client.post(
+                        {"lora_name": name}, _text, "unload_lora_adapter", json_answer=False
+                    )
+                    gone.append(name)
+        return gone
 
     # ------------------------------------------------------------------ generation
     def generate(
@@ -169,7 +203,7 @@ class ServerPool:
         results: list[Generation | None] = [None] * len(prompts)
 
         def run(first_server: int, indices: list[int]) -> None:
-            body = self._body([prompts[i] for i in indices], settings)
+            body = self._body([prompts[i] for i in indices], settings, self.stop_token_ids)
             for step in range(count):
                 server = (first_server + step) % count
                 with self._lock:
@@ -186,7 +220,8 @@ class ServerPool:
                         down[server] = str(error)
                     continue
                 for index, answer in zip(indices, answers, strict=True):
-                    results[index] = _generation(answer, prompts[index], client.base_url)
+                    generation = _generation(answer, prompts[index], client.base_url)
+                    results[index] = self._as_local(generation, settings)
                 return
             raise BackendError(
                 f"no rollout server could generate ({len(indices)} prompts); "
@@ -199,8 +234,22 @@ class ServerPool:
                 future.result()
         return results  # type: ignore[return-value]
 
+    def _as_local(self, generation: Generation, settings: GenerationSettings) -> Generation:
+        """The text made from the sampled ids as the local engine makes it (without the end
+        of turn, special tokens skipped, stripped), so that the env reads the same text
+        whichever engine sampled it; with stop strings, the server's text (it cut there)."""
+        if settings.stop:
+            return dataclasses.replace(generation, text=generation.text.strip())
+        ids = generation.token_ids
+        if generation.finish_reason == "stop" and ids and ids[-1] in self.stop_token_ids:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return dataclasses.replace(generation, text=text)
+
     @staticmethod
-    def _body(prompts: list[Sequence[int]], settings: GenerationSettings) -> dict[str, Any]:
+    def _body(
+        prompts: list[Sequence[int]], settings: GenerationSettings, stop_token_ids: list[int]
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": [list(p) for p in prompts],
             "max_tokens": settings.max_new_tokens,
@@ -210,6 +259,8 @@ class ServerPool:
             "return_token_ids": True,
             "return_tokens_as_token_ids": True,
         }
+        if stop_token_ids:
+            body["stop_token_ids"] = list(stop_token_ids)
         if settings.top_k:
             body["top_k"] = settings.top_k
         if settings.seed is not None:
@@ -219,8 +270,20 @@ class ServerPool:
         return body
 
 
-def _accepted(payload: Any) -> Any:
-    return payload
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The tokens the local engine ends a turn at (vLLM stops at the model's own end of
+    sequence only, unless told: the pool sends these as ``stop_token_ids``)."""
+    from llm.transformers_backend import END_OF_TURN_TOKENS
+
+    vocabulary = tokenizer.get_vocab()
+    ids = {vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary}
+    if isinstance(tokenizer.eos_token_id, int):
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def _text(answer: str) -> str:
+    return answer
 
 
 def _choices(count: int) -> Any:

@@ -871,7 +871,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             payload = self._read_json()
             if route in ADAPTER_ROUTES:
-                self._send(200, self._change_adapter(route, payload))
+                try:
+                    answer = self._change_adapter(route, payload)
+                except BadRequest:
+                    raise
+                except Exception as error:  # the client gets the reason; the server serves on
+                    self._send_error(500, f"adapter change failed: {type(error).__name__}: {error}")
+                    return
+                self._send(200, answer)
                 return
             parse = parse_chat_request if route == CHAT_ROUTE else parse_completion_request
             request = parse(payload, app.max_tokens)

@@ -198,14 +198,16 @@ class TransformersBackend:
 
         if not name or name == "default" or name in self.adapters:
             raise ValueError(f"adapter name {name!r} is empty, reserved or already loaded")
-        folder = str(check_adapter(path))
+        folder = check_adapter(path)
+        base = self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+        check_adapter_fits(base, folder)  # before the model is touched: a misfit changes nothing
         with quiet_loading():
-            if hasattr(self.model, "peft_config"):
-                self.model.load_adapter(folder, adapter_name=name)
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(folder), adapter_name=name)
             else:
-                self.model = PeftModel.from_pretrained(self.model, folder, adapter_name=name)
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
         self.model.eval()
-        self.adapters[name] = folder
+        self.adapters[name] = str(folder)
         self._serve_default()
 
     def unload_adapter(self, name: str) -> None:
@@ -230,7 +232,7 @@ class TransformersBackend:
         if name not in self.adapters:
             raise KeyError(name)
         self.model.base_model.enable_adapter_layers()
-        self.model.set_adapter(name)
+        self.model.base_model.set_adapter(name, inference_mode=True)
         try:
             yield
         finally:
@@ -238,7 +240,9 @@ class TransformersBackend:
 
     def _serve_default(self) -> None:
         """Make the model as constructed active again (its own adapter, or none)."""
-        if not hasattr(self.model, "peft_config"):
+        from peft import PeftModel
+
+        if not isinstance(self.model, PeftModel):
             return
         if self._default_adapter is None:
             self.model.base_model.disable_adapter_layers()
@@ -840,6 +844,34 @@ class TransformersBackend:
                     for token, value in zip(ids[row].tolist(), values[row].tolist(), strict=True)
                 ]
         return results  # type: ignore[return-value]
+
+
+def check_adapter_fits(model: torch.nn.Module, folder: Path) -> None:
+    """Raise ValueError unless every weight of the LoRA adapter in ``folder`` has a layer of
+    the right shape in ``model`` (e.g. an adapter trained on another base model), so that a
+    misfit is refused before peft changes the model."""
+    from peft.utils import load_peft_weights
+
+    layers = dict(model.named_modules())
+    for key, tensor in load_peft_weights(str(folder), device="cpu").items():
+        if ".lora_A." not in key and ".lora_B." not in key:
+            continue
+        path = key.removeprefix("base_model.model.").split(".lora_")[0]
+        layer = layers.get(path)
+        if layer is None:
+            raise ValueError(
+                f"{folder}: its weight {key} has no layer {path!r} in the served model: the "
+                "adapter was trained on another model"
+            )
+        if not hasattr(layer, "in_features") or tensor.dim() != 2:
+            continue  # an embedding or a convolution: existence is what can be checked
+        wanted = layer.in_features if ".lora_A." in key else layer.out_features
+        given = tensor.shape[1] if ".lora_A." in key else tensor.shape[0]
+        if given != wanted:
+            raise ValueError(
+                f"{folder}: its weight {key} is for a layer of {given} features, the served "
+                f"model's {path!r} has {wanted}: the adapter was trained on another model"
+            )
 
 
 def render_chat(tokenizer: Any, conversation: Conversation, assistant_prefix: str = "") -> str:

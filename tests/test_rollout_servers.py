@@ -5,6 +5,7 @@ and 1. The model is the tiny random Llama (fast, and it never ends a turn by its
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
 import os
@@ -162,14 +163,7 @@ def test_a_server_killed_mid_rollout_loses_and_duplicates_no_sample(
 def test_an_adapter_loaded_on_the_servers_is_used_until_unloaded(
     servers, local, tiny_model_dir, tmp_path
 ):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(3)
-    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    get_peft_model(model, lora).save_pretrained(tmp_path / "adapter")
+    random_adapter(tiny_model_dir, tmp_path / "adapter", seed=3)
     adapted = TransformersBackend(
         str(tiny_model_dir), adapter=str(tmp_path / "adapter"), device="cpu", dtype="float32"
     )
@@ -217,9 +211,28 @@ def train_on_servers(model_dir: Path, out: Path, staleness: int, servers: list[S
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
+def random_adapter(model_dir: Path, folder: Path, seed: int) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora).save_pretrained(folder)
+    return folder
+
+
 def test_training_on_servers_samples_with_the_current_adapter_at_staleness_0(
     servers, tiny_model_dir, tmp_path, local
 ):
+    import hashlib
+
+    # a killed launch of this run left its first adapter (other weights) on a server
+    digest = hashlib.sha256(str((tmp_path / "run").resolve()).encode()).hexdigest()[:8]
+    stale = random_adapter(tiny_model_dir, tmp_path / "stale", seed=5)
+    ServerPool([servers[0].url], local.tokenizer).load_adapter(
+        f"policy-{digest}-step-0", str(stale)
+    )
     run = train_on_servers(tiny_model_dir, tmp_path / "run", 0, servers)
     assert run["steps"] == 3
     names = sorted(set(run["adapters"]), key=run["adapters"].index)
@@ -261,3 +274,65 @@ def test_training_one_step_ahead_takes_the_rollout_played_during_the_previous_st
     ratios = [m["sampling/importance_sampling_ratio/max"] for m in steps[1:]]
     assert all(r <= 2.0 for r in ratios)  # truncated at rollout.importance_sampling_cap
     assert any(abs(m["sampling/sampling_logp_difference/max"]) > 1e-3 for m in steps[1:])
+
+
+class VllmLikeAdapters(http.server.BaseHTTPRequestHandler):
+    """Test double of vLLM's adapter endpoints: a load or unload answers in plain text (as
+    vLLM does), loading a name twice gets HTTP 400, ``/v1/models`` lists what is loaded."""
+
+    loaded: dict[str, str] = {}
+    posts: list[str] = []
+
+    def do_GET(self):
+        names = ["base", *self.loaded]
+        self._answer(200, json.dumps({"data": [{"id": n} for n in names]}), "application/json")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.posts.append(self.path)
+        name = body["lora_name"]
+        if self.path.endswith("/load_lora_adapter"):
+            if name in self.loaded:
+                error = {
+                    "error": {"message": f"The lora adapter '{name}' has already been loaded."}
+                }
+                self._answer(400, json.dumps(error), "application/json")
+                return
+            self.loaded[name] = body["lora_path"]
+            self._answer(200, f"Success: LoRA adapter '{name}' added successfully.", "text/plain")
+        else:
+            self.loaded.pop(name)
+            self._answer(200, f"Success: LoRA adapter '{name}' removed successfully.", "text/plain")
+
+    def _answer(self, status, text, kind):
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_adapter_endpoints_that_answer_in_plain_text_as_vllm_does_work(local, recwarn):
+    VllmLikeAdapters.loaded, VllmLikeAdapters.posts = {}, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), VllmLikeAdapters)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        pool = ServerPool([f"http://127.0.0.1:{server.server_address[1]}/v1"], local.tokenizer)
+        assert pool.clients[0].model == "base"
+        pool.load_adapter("policy-1", "/adapters/1")
+        assert VllmLikeAdapters.posts == ["/v1/load_lora_adapter"]  # once: the text answer is fine
+        # a load retried after its first attempt went through (e.g. a timeout) is not an error
+        pool.load_adapter("policy-1", "/adapters/1")
+        assert pool.adapter == "policy-1" and VllmLikeAdapters.loaded == {"policy-1": "/adapters/1"}
+        pool.load_adapter("policy-2", "/adapters/2")
+        assert pool.unload_matching("policy-") == ["policy-1", "policy-2"]
+        assert VllmLikeAdapters.loaded == {}
+        assert not [w for w in recwarn if "unloading" in str(w.message)]
+    finally:
+        server.shutdown()
+        server.server_close()

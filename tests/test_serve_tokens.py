@@ -217,3 +217,30 @@ def test_a_body_that_is_not_an_object_gets_400(backend, path):
         status, answer = call(server, path, [1, 2])  # type: ignore[arg-type]
         assert status == 400 and answer["error"]["message"].startswith("request body:")
         assert call(server, "completions", completion([5, 6]))[0] == 200  # serves on
+
+
+def test_an_adapter_of_another_model_is_refused_and_changes_nothing(backend, adapters, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    wider = LlamaConfig(
+        vocab_size=backend.vocabulary_size,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(LlamaForCausalLM(wider), lora).save_pretrained(tmp_path / "other")
+    prompt = prompt_ids(backend, "Split the bill?")
+    [base] = backend.generate_from_ids([prompt], GREEDY)
+    with ChatCompletionServer(backend, model_name="tiny") as server:
+        body = {"lora_name": "other", "lora_path": str(tmp_path / "other")}
+        status, answer = call(server, "load_lora_adapter", body)
+        assert status == 400 and "trained on another model" in answer["error"]["message"]
+        assert [m["id"] for m in call(server, "models")[1]["data"]] == ["tiny"]
+        _, answer = call(server, "completions", completion(prompt, return_token_ids=True))
+        assert answer["choices"][0]["token_ids"] == base.token_ids
+        good = {"lora_name": "good", "lora_path": str(adapters[0])}
+        assert call(server, "load_lora_adapter", good)[0] == 200  # the server loads on

@@ -118,13 +118,37 @@ def test_the_prompts_of_the_next_step_are_predicted_from_the_dataset_order():
     from trainers.common import Rollout
 
     rollout = Rollout(TrainConfig())
-    rollout.scenario_order = ["a", "b", "c", "d", "e"]
+    # two shuffled passes of a pool of five, as scenario_dataset lays them out
+    rollout.scenario_order = ["a", "b", "c", "d", "e", "c", "a", "e", "b", "d"]
     assert rollout.next_prompts(["a", "a", "b", "b"]) == ["c", "c", "d", "d"]
-    # TRL drops the short last batch of an epoch and starts the order again
-    assert rollout.next_prompts(["c", "c", "d", "d"]) == ["a", "a", "b", "b"]
-    assert rollout.next_prompts(["b", "c"]) == ["d", "e"]
+    assert rollout.next_prompts(["c", "c", "d", "d"]) == ["e", "e", "c", "c"]  # into pass 2
+    assert rollout.next_prompts(["e", "e", "c", "c"]) == ["a", "a", "e", "e"]
+    assert rollout.next_prompts(["a", "e"]) == ["b", "d"]
+    assert rollout.next_prompts(["b", "d"]) is None  # the order ends: so does training
     assert rollout.next_prompts(["a", "c"]) is None  # not where the order says
     assert rollout.next_prompts(["x", "x"]) is None
+
+
+def test_playing_ahead_lays_out_shuffled_passes_of_the_whole_pool():
+    from negotiation_env.scenarios import ScenarioBank
+    from trainers.selfplay import scenario_dataset
+
+    def dataset(**rollout):
+        values = {"rollout": rollout, "optim": {"max_steps": 10}}
+        return list(
+            scenario_dataset(TrainConfig.from_dict(values), ScenarioBank.default())["prompt"]
+        )
+
+    plain = dataset(scenarios_per_step=2, max_scenarios=5)
+    assert len(plain) == 5
+    urls = ["http://127.0.0.1:1/v1"]
+    ahead = dataset(
+        scenarios_per_step=2, max_scenarios=5, engine="server", servers=urls, max_staleness=1
+    )
+    assert len(ahead) >= 10 * 2 + 5 and len(ahead) % 5 == 0
+    passes = [ahead[i : i + 5] for i in range(0, len(ahead), 5)]
+    assert passes[0] == plain and all(sorted(p) == sorted(plain) for p in passes)
+    assert any(p != plain for p in passes[1:])  # reshuffled, not repeated
 
 
 def test_a_learning_rate_written_5e_4_is_a_float_in_yaml_and_on_the_command_line(tmp_path):

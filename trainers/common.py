@@ -342,9 +342,10 @@ class Rollout:
         self.config = config
         self.last: RolloutResult | None = None
         self._seconds = 0.0
-        # the server engine's pool (trainers/engine.py); None: the policy in this process
-        self.engine_backend: Any = None
+        # the server engine (trainers/engine.py); None: the policy in this process generates
+        self.engine: Any = None
         self.scenario_order: list[str] = []  # the dataset's prompts, in order (playing ahead)
+        self._cursor = 0  # where in scenario_order the last step's prompts were
         self._ahead: _Ahead | None = None
         self._background: ThreadPoolExecutor | None = None  # the thread that plays ahead
 
@@ -361,24 +362,26 @@ class Rollout:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead.prompts == prompts:
             fields, outcomes, stats, metrics = ahead.future.result()
-            staleness, hit = step - ahead.step, 1.0
+            staleness, hit = step - ahead.adapter_step, 1.0
         else:
             if ahead is not None:  # a wrong guess: let it end (it plays on the same envs)
                 ahead.future.exception()
-            if self.engine_backend is None:
+            if self.engine is None:
                 with policy_backend(trainer) as backend:
                     fields, outcomes, stats, metrics = self.collect(prompts, backend, trainer)
+                staleness = 0
             else:
-                fields, outcomes, stats, metrics = self.collect(
-                    prompts, self.engine_backend, trainer
-                )
-            staleness, hit = 0, 0.0
+                fields, outcomes, stats, metrics = self.collect(prompts, self.engine.pool, trainer)
+                staleness = step - self.engine.loaded_step
+            hit = 0.0
         self._play_ahead(prompts, trainer)
         seconds = time.perf_counter() - started
         self._seconds += seconds
         self.last = RolloutResult(step, outcomes, stats, seconds)
+        if self.engine is not None:
+            metrics = {**metrics, "rollout/staleness": staleness}
         if self.config.rollout.max_staleness:
-            metrics = {**metrics, "rollout/staleness": staleness, "rollout/played_ahead": hit}
+            metrics = {**metrics, "rollout/played_ahead": hit}
         push_metrics(
             trainer,
             {
@@ -398,40 +401,40 @@ class Rollout:
 
     def _play_ahead(self, prompts: list[str], trainer: Any) -> None:
         """Start the next step's rollout on the servers, with the adapter loaded now."""
-        if not self.config.rollout.max_staleness or self.engine_backend is None:
+        if not self.config.rollout.max_staleness or self.engine is None:
             return
         if trainer.state.global_step + 1 >= trainer.state.max_steps:
             return  # no step will take it
         upcoming = self.next_prompts(prompts)
         if upcoming is None:
             return
-        pool = self.engine_backend.with_adapter(self.engine_backend.adapter)
+        pool = self.engine.pool.with_adapter(self.engine.pool.adapter)
         if self._background is None:
             self._background = ThreadPoolExecutor(1, thread_name_prefix="rollout-ahead")
         future = self._background.submit(self.collect, upcoming, pool, trainer)
-        self._ahead = _Ahead(upcoming, trainer.state.global_step, future)
+        self._ahead = _Ahead(upcoming, self.engine.loaded_step, future)
 
     def next_prompts(self, prompts: list[str]) -> list[str] | None:
         """The prompts the next step will bring, predicted from the dataset order (TRL
-        walks it in order when ``shuffle_dataset`` is off, as it is when playing ahead);
-        None when ``prompts`` are not where the order says. A wrong guess costs only time:
-        the next call checks its prompts against it."""
+        walks it in order when ``shuffle_dataset`` is off, as it is when playing ahead, and
+        :func:`~trainers.selfplay.scenario_dataset` then lays out one shuffled pass of the
+        pool after another); None when ``prompts`` are not where the order says. A wrong
+        guess costs only time: the next call checks its prompts against it."""
         order = self.scenario_order
         scenarios = list(dict.fromkeys(prompts))
         if not order or len(prompts) % len(scenarios):
             return None
         repeats = len(prompts) // len(scenarios)
-        try:
-            start = order.index(scenarios[0])
-        except ValueError:
-            return None
-        if order[start : start + len(scenarios)] != scenarios:
+        start = _find_run(order, scenarios, self._cursor)
+        if start is None:
             return None
         step = len(scenarios) * world_size()  # every process takes its share of a step
         following = start + step
-        if following + len(scenarios) > len(order):  # TRL drops a short last batch
-            following = 0
-        return [s for s in order[following : following + len(scenarios)] for _ in range(repeats)]
+        self._cursor = following
+        upcoming = order[following : following + len(scenarios)]
+        if len(upcoming) < len(scenarios):
+            return None  # past the end of the order: training ends before
+        return [s for s in upcoming for _ in range(repeats)]
 
     def close(self) -> None:
         """Wait for a rollout still playing ahead (its result is not needed any more)."""
@@ -450,11 +453,21 @@ class Rollout:
 
 @dataclass
 class _Ahead:
-    """A rollout played ahead: for which prompts, started at which step."""
+    """A rollout played ahead: for which prompts, with the adapter of which step."""
 
     prompts: list[str]
-    step: int
+    adapter_step: int
     future: Future
+
+
+def _find_run(order: list[str], run: list[str], cursor: int) -> int | None:
+    """Where ``run`` stands in ``order`` contiguously, searching from ``cursor`` on (then
+    from the start): the order repeats scenarios, one pass after another."""
+    for begin in (cursor, 0):
+        for start in range(begin, len(order) - len(run) + 1):
+            if order[start : start + len(run)] == run:
+                return start
+    return None
 
 
 def write_samples(

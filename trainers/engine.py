@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from llm.interface import BackendError
 from llm.rollout_servers import ServerPool
 from trainers.config import TrainConfig
 
@@ -50,23 +51,34 @@ class ServerEngine:
 
     def sync_weights(self) -> None:
         """Load the current adapter on every server, unless the one there is recent enough
-        (``sync_every``). In distributed training the main process saves and loads; every
-        process then names the new adapter."""
+        (``sync_every``). In distributed training the main process saves and loads (and
+        tells the others if that failed); every process then names the new adapter."""
         trainer = self.trainer
         step = trainer.state.global_step
         if self.loaded_step is not None and step - self.loaded_step < self.sync_every:
             return
         name = f"{self.prefix}-step-{step}"
         folder = self.folder / f"step-{step:06d}"
+        failure = None
         if trainer.accelerator.is_main_process:
-            self._save(folder)
-            self.pool.load_adapter(name, str(folder))
-        trainer.accelerator.wait_for_everyone()
+            try:
+                if self.loaded_step is None:  # adapters of this run a killed launch left
+                    self.pool.unload_matching(self.prefix)
+                self._save(folder)
+                self.pool.load_adapter(name, str(folder))
+            except BackendError as error:
+                failure = str(error)
+        failure = _shared(failure)
+        if failure is not None:
+            raise BackendError(failure)
         self.pool.adapter = name
         self.loaded_step = step
         self.loaded.append((name, folder))
-        if trainer.accelerator.is_main_process:
-            self._forget_old()
+        while len(self.loaded) > KEEP_ADAPTERS:
+            old, old_folder = self.loaded.pop(0)
+            if trainer.accelerator.is_main_process:
+                self.pool.unload_adapter(old)
+                shutil.rmtree(old_folder, ignore_errors=True)
 
     def _save(self, folder: Path) -> None:
         """The adapter in ``folder``, written beside it first: a server never reads half of it."""
@@ -77,14 +89,19 @@ class ServerEngine:
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
 
-    def _forget_old(self) -> None:
-        while len(self.loaded) > KEEP_ADAPTERS:
-            name, folder = self.loaded.pop(0)
-            self.pool.unload_adapter(name)
-            shutil.rmtree(folder, ignore_errors=True)
-
     def close(self) -> None:
-        """Unload this run's adapters from the servers (their folders stay)."""
-        for name, _ in self.loaded:
-            self.pool.unload_adapter(name)
+        """Unload this run's adapters from the servers (their folders stay); the main
+        process does it, once."""
+        if self.trainer is not None and self.trainer.accelerator.is_main_process:
+            for name, _ in self.loaded:
+                self.pool.unload_adapter(name)
         self.loaded.clear()
+
+
+def _shared(value: str | None) -> str | None:
+    """The main process's ``value`` in every process (itself without distributed training)."""
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]

@@ -69,7 +69,8 @@ class NegotiationGRPOTrainer(
         the vLLM path runs: generation is the rollout's (``rollout_func``).
         ``tests/test_trl_overrides.py`` pins the names this relies on."""
         engine.trainer = self
-        self.rollout.engine_backend = engine.pool
+        self.rollout.engine = engine
+        self.vllm_mode = "server"  # TRL's colocate branches would reach for an engine we lack
         self.use_vllm = True
         self.vllm_generation = engine
         self._last_loaded_step = -1

@@ -38,17 +38,28 @@ from trainers.rollout import DialogueOutcome, RolloutStats, play_dialogues, to_g
 
 
 def scenario_dataset(config: TrainConfig, bank: Any) -> Any:
-    """The training prompts: one row per scenario id of the pool, in a seeded order."""
+    """The training prompts: one row per scenario id of the pool, in a seeded order.
+
+    When the rollout plays ahead (``rollout.max_staleness`` >= 1), TRL walks the dataset in
+    order (so that the next step's prompts can be known), and the dataset is then one
+    shuffled pass of the pool after another, as many as the run needs: every pass reaches
+    every scenario, as TRL's own reshuffling would."""
     import numpy as np
     from datasets import Dataset
 
-    ids = sorted(bank.scenario_ids(config.rollout.split))
-    order = np.random.default_rng(config.run.seed).permutation(len(ids))
-    ids = [ids[i] for i in order]
+    pool = sorted(bank.scenario_ids(config.rollout.split))
+    rng = np.random.default_rng(config.run.seed)
+    ids = [pool[i] for i in rng.permutation(len(pool))]
     if config.rollout.max_scenarios:
         ids = ids[: config.rollout.max_scenarios]
     if not ids:
         raise ValueError(f"rollout.split {config.rollout.split!r} holds no scenarios")
+    if config.rollout.max_staleness:
+        needed = config.optim.max_steps * config.rollout.scenarios_per_step
+        passes = [ids]
+        while sum(len(p) for p in passes) < needed + len(ids):
+            passes.append([ids[i] for i in rng.permutation(len(ids))])
+        ids = [scenario for one_pass in passes for scenario in one_pass]
     return Dataset.from_dict({"prompt": ids})
 
 
