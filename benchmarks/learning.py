@@ -430,22 +430,36 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def verdicts(results: dict[str, Any]) -> list[str]:
-    """One plain sentence per trained policy and judge: did anything change?"""
+    """One plain sentence per trained policy and judge: did anything change, by the CA
+    score's difference and by the pairwise win rate (each with its interval)?"""
     lines = []
     for row in results["policies"]:
         for which, label in (("evaluation_judge", "evaluation"), ("second_judge", "second")):
-            difference = (row[which] or {}).get("ca_minus_untrained")
-            if not difference or not difference["n"]:
+            block = row[which] or {}
+            measures = [
+                (name, block.get(key))
+                for name, key in (
+                    ("CA", "ca_minus_untrained"),
+                    ("win rate - 0.5", "win_rate_minus_half"),
+                )
+                if block.get(key) and block[key]["n"]
+            ]
+            if not measures:
                 continue
-            low, high = difference["ci95"]
-            if difference["excludes_zero"]:
-                direction = "better" if low > 0 else "worse"
-                claim = f"scores {direction} than the untrained policy"
-            else:
-                claim = "shows no change that the interval can tell from zero"
+            parts = []
+            for name, difference in measures:
+                low, high = difference["ci95"]
+                if difference["excludes_zero"]:
+                    claim = "better than" if low > 0 else "worse than"
+                else:
+                    claim = "not told apart from"
+                parts.append(
+                    f"{name} {difference['mean']:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}]: "
+                    f"{claim} the untrained policy"
+                )
+            n = measures[0][1]["n"]
             lines.append(
-                f"- {row['policy']}, {label} judge: {claim} (CA {difference['mean']:+.3f}, "
-                f"95% CI [{low:+.3f}, {high:+.3f}], {difference['n']} paired scenarios)."
+                f"- {row['policy']}, {label} judge ({n} paired scenarios): {'; '.join(parts)}."
             )
     return lines
 

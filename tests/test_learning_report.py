@@ -116,6 +116,17 @@ def test_the_report_says_plainly_whether_the_interval_excludes_no_change():
         ],
     }
     text = learning.markdown(results)
-    assert "self-play, evaluation judge: scores better than the untrained policy" in text
-    assert "single-agent, evaluation judge: shows no change" in text
+    assert "self-play, evaluation judge (3 paired scenarios): CA +0.500" in text
+    assert ": better than the untrained policy; win rate - 0.5 +0.250" in text
+    assert "single-agent, evaluation judge (3 paired scenarios): CA" in text
+    assert ": not told apart from the untrained policy; win rate" in text
+    # a win rate whose interval excludes zero is said so, whatever the CA difference says
+    results["policies"][2]["evaluation_judge"]["win_rate_minus_half"] = {
+        **learning.interval([0.5, 0.4, 0.3]),
+        "ties": 0,
+    }
+    lines = learning.verdicts(results)
+    assert lines[1].endswith(
+        "win rate - 0.5 +0.400, 95% CI [+0.300, +0.500]: better than the untrained policy."
+    )
     assert "| concrete |" in text and "second judge" not in text.split("Differences")[1]
