@@ -82,6 +82,7 @@ def evaluate(args: argparse.Namespace, config: Any, specs: dict[str, str]) -> An
     bench = BenchConfig(
         agents=list(specs.values()),
         scenarios=args.scenarios,
+        skip_scenarios=args.skip_scenarios,
         seeds=args.seeds,
         judge=args.judge,
         agreement=args.agreement,
@@ -361,7 +362,13 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Command: `{results['command']}`  ",
         f"Machine: {machine_line(results['machine'])}  ",
-        f"Held-out scenarios: {len(results['scenarios'])} x seeds {results['seeds']}; "
+        f"Held-out scenarios: {len(results['scenarios'])}"
+        + (
+            f" (after the first {results['skip_scenarios']} of the fixed order)"
+            if results.get("skip_scenarios")
+            else ""
+        )
+        + f" x seeds {results['seeds']}; "
         f"evaluation judge `{results['evaluation_judge']}`, second judge "
         f"`{results['second_judge']}`.",
         "",
@@ -474,6 +481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/learning", help="results folder")
     parser.add_argument("--baseline", nargs="*", default=[], choices=list(BASELINES))
     parser.add_argument("--scenarios", type=int, default=16, help="held-out scenarios")
+    parser.add_argument(
+        "--skip-scenarios",
+        type=int,
+        default=0,
+        help="skip the first N held-out scenarios of the fixed order: a fresh set, to confirm "
+        "a configuration chosen by looking at results on the first ones",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--judge", default="default", help="evaluation judge spec")
     parser.add_argument(
@@ -506,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     results = report(suite, second, specs, args)
     results["training"] = training_summary(runs, ["selfplay", *args.baseline], out)
     results["training_seconds"] = seconds
+    results["skip_scenarios"] = args.skip_scenarios
     results["seconds"] = round(time.perf_counter() - started, 1)
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
     text = markdown(results)

@@ -87,6 +87,9 @@ class BenchConfig:
     agents: list[str] = field(default_factory=list)
     tier: str = "quick"
     scenarios: int = 0  # 0: the tier's number
+    # held-out scenarios skipped at the head of the fixed order: a fresh set, e.g. to
+    # confirm on new scenarios what was chosen by looking at the first ones
+    skip_scenarios: int = 0
     seeds: list[int] = field(default_factory=lambda: [0])
     decodings: list[str] = field(default_factory=lambda: ["sampled"])
     judge: str = "default"
@@ -132,11 +135,18 @@ def agent_list(config: BenchConfig) -> list[str]:
     return agents
 
 
-def held_out_scenarios(count: int, bank: ScenarioBank | None = None) -> list[str]:
+def held_out_scenarios(count: int, bank: ScenarioBank | None = None, skip: int = 0) -> list[str]:
+    """``count`` held-out scenarios in a fixed order (the same for every run), after the
+    first ``skip`` of that order; ValueError when the test split has too few."""
     bank = bank or ScenarioBank.default()
     ids = sorted(bank.scenario_ids("test"))
+    if skip < 0 or skip + count > len(ids):
+        raise ValueError(
+            f"scenarios: {count} after skipping {skip} needs {skip + count} held-out scenarios; "
+            f"the test split has {len(ids)}"
+        )
     order = np.random.default_rng(SCENARIO_SEED).permutation(len(ids))
-    return [ids[i] for i in order[:count]]
+    return [ids[i] for i in order[skip : skip + count]]
 
 
 def sampling(
@@ -190,7 +200,9 @@ class Suite:
             from negotiation_env.observer import Observer
 
             self.observer = Observer.load(config.observer)
-        self.scenario_ids = held_out_scenarios(config.setting("scenarios"), self.bank)
+        self.scenario_ids = held_out_scenarios(
+            config.setting("scenarios"), self.bank, config.skip_scenarios
+        )
         self._tokenizer = None
         self._check_resumable()
 

@@ -58,6 +58,10 @@ def test_held_out_scenarios_are_test_split_and_fixed():
     assert all(
         bank.get(s).dilemma.split == "test" and bank.get(s).pair.split == "test" for s in first
     )
+    # skipping the head of the order gives the next, fresh scenarios
+    assert held_out_scenarios(6, skip=4) == first[4:10]
+    with pytest.raises(ValueError, match="needs 1000 held-out scenarios"):
+        held_out_scenarios(10, skip=990)
 
 
 def test_an_interrupted_run_resumes_without_recomputing(tmp_path):
