@@ -66,8 +66,8 @@ class ServerEngine:
                     self.pool.unload_matching(self.prefix)
                 self._save(folder)
                 self.pool.load_adapter(name, str(folder))
-            except BackendError as error:
-                failure = str(error)
+            except Exception as error:  # noqa: BLE001 - every process must hear of it
+                failure = str(error) if isinstance(error, BackendError) else repr(error)
         failure = _shared(failure)
         if failure is not None:
             raise BackendError(failure)

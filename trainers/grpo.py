@@ -5,7 +5,7 @@ Three TRL or transformers internals are overridden, each in one mixin and nowher
 once complete), ``_prepare_inputs`` (:class:`~trainers.buckets.LengthBucketMixin`:
 micro-batches of similar length) and ``_get_per_token_logps_and_entropies``
 (:class:`~trainers.logprobs.CompletionLogProbMixin`: log-probabilities of the completion
-positions only); with the server engine, three attributes of TRL's vLLM path are set
+positions only); with the server engine, four attributes of TRL's vLLM path are set
 (:meth:`NegotiationGRPOTrainer._use_engine`). ``tests/test_trl_overrides.py`` fails when
 TRL changes what they rely on.
 """
@@ -62,9 +62,9 @@ class NegotiationGRPOTrainer(
 
     def _use_engine(self, engine: ServerEngine) -> None:
         """Generate on the rollout servers. TRL's vLLM path does the rest, as for vLLM
-        generations: with ``use_vllm`` set, ``_generate_and_score_completions`` calls
-        ``vllm_generation.sync_weights()`` before a new step's first rollout and applies
-        the truncated importance-sampling correction to the sampled log-probabilities the
+        generations: with ``use_vllm`` set, ``_generate`` calls
+        ``vllm_generation.sync_weights()`` before a new step's first rollout and
+        ``_generate_and_score_completions`` applies the truncated importance-sampling correction to the sampled log-probabilities the
         rollout returns (the GRPOConfig's ``vllm_importance_sampling_*``). Nothing else of
         the vLLM path runs: generation is the rollout's (``rollout_func``).
         ``tests/test_trl_overrides.py`` pins the names this relies on."""
