@@ -196,7 +196,9 @@ def test_with_an_api_key_requests_need_it_as_a_bearer_token(monkeypatch):
             urllib.request.urlopen(models, timeout=GUARD_SECONDS)
         refused.value.close()
         monkeypatch.setenv("SERVE_TEST_KEY", key)
-        client = OpenAIBackend(server.url, server.model_name, api_key_env="SERVE_TEST_KEY", max_retries=0)
+        client = OpenAIBackend(
+            server.url, server.model_name, api_key_env="SERVE_TEST_KEY", max_retries=0
+        )
         [generation] = client.generate([user("ping")], GenerationSettings(max_new_tokens=2))
     assert (missing_status, wrong_status, right_status) == (401, 401, 200)
     assert "Authorization: Bearer" in missing["error"]["message"]
