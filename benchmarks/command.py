@@ -1,5 +1,5 @@
-"""How a benchmark started as ``python -m benchmarks...`` ends on a failure: in one line, as
-``negotiate`` does, not in a traceback.
+"""How a command ends on a failure: in one line, not in a traceback. Every ``negotiate``
+command and every ``python -m benchmarks...`` entry point ends through :func:`run_main`.
 
     if __name__ == "__main__":
         sys.exit(run_main("python -m benchmarks.throughput", main))
@@ -15,12 +15,10 @@ from llm.interface import BackendError
 
 
 def run_main(prog: str, main: Callable[[], Any]) -> int:
-    """Run a benchmark's ``main()`` and return its exit status.
-
-    The status and messages are those of the ``negotiate`` command line: 2 and one line for
-    bad input (a wrong value, key or type, a missing file), 1 and one line naming the cause
-    for a model or server that could not answer (e.g. a server that is down), 130 for Ctrl-C.
-    """
+    """Run a command's ``main()`` and return its exit status (``main``'s own, 0 for None):
+    2 and one line for bad input (a wrong value, key or type, a missing file), 1 and one line
+    naming the cause for a model or server that could not answer (e.g. a server that is
+    down), 130 for Ctrl-C."""
     try:
         status = main()
     except KeyboardInterrupt:
@@ -35,7 +33,7 @@ def run_main(prog: str, main: Callable[[], Any]) -> int:
         print(
             f"{prog}: model backend failed: {cause}. Check that the model or server named in "
             "the spec is available (server running, URL and API key right), then rerun; "
-            "benchmarks that resume keep what they had finished.",
+            "commands that resume keep what they had finished.",
             file=sys.stderr,
         )
         return 1

@@ -94,6 +94,10 @@ class ServerPool:
         self.adapter: str | None = None
         self.name = "servers:" + ",".join(client.base_url for client in self.clients)
         self._lock = threading.Lock()
+        # the tokens the local engine ends a turn at: vLLM stops at the model's own end of
+        # sequence only, unless told (they go out as stop_token_ids)
+        from llm.transformers_backend import end_of_turn_ids
+
         self.stop_token_ids = end_of_turn_ids(tokenizer)
 
     def __repr__(self) -> str:
@@ -101,16 +105,14 @@ class ServerPool:
 
     @staticmethod
     def _served_model(client: OpenAIBackend) -> str:
-        def parse(payload: Any) -> str:
-            try:
-                return str(payload["data"][0]["id"])
-            except (KeyError, IndexError, TypeError):
-                raise MalformedResponse("GET /v1/models listed no model") from None
-
+        """The name a server serves its base model under: the first it lists."""
         try:
-            return client.get("models", parse)
+            names = ServerPool.listed(client)
         except BackendError as error:
             raise BackendError(f"rollout server {client.base_url} is not usable: {error}") from None
+        if not names:
+            raise BackendError(f"rollout server {client.base_url} is not usable: it lists no model")
+        return names[0]
 
     def with_adapter(self, name: str | None) -> ServerPool:
         """A view of this pool whose requests always name ``name`` (the same servers),
@@ -156,7 +158,8 @@ class ServerPool:
         if self.adapter == name:
             self.adapter = None
 
-    def listed(self, client: OpenAIBackend) -> list[str]:
+    @staticmethod
+    def listed(client: OpenAIBackend) -> list[str]:
         """The model and adapter names ``client``'s server lists (``GET /v1/models``)."""
 
         def parse(payload: Any) -> list[str]:
@@ -268,18 +271,6 @@ class ServerPool:
         if settings.stop:
             body["stop"] = list(settings.stop)
         return body
-
-
-def end_of_turn_ids(tokenizer: Any) -> list[int]:
-    """The tokens the local engine ends a turn at (vLLM stops at the model's own end of
-    sequence only, unless told: the pool sends these as ``stop_token_ids``)."""
-    from llm.transformers_backend import END_OF_TURN_TOKENS
-
-    vocabulary = tokenizer.get_vocab()
-    ids = {vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary}
-    if isinstance(tokenizer.eos_token_id, int):
-        ids.add(tokenizer.eos_token_id)
-    return sorted(ids)
 
 
 def _text(answer: str) -> str:

@@ -276,16 +276,8 @@ class TransformersBackend:
             raise GenerationCancelled(f"{self.name}: generation cancelled by its caller")
 
     def _end_of_turn_ids(self) -> list[int]:
-        ids = set()
         config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for value in (config_eos, self.tokenizer.eos_token_id):
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, (list, tuple)):
-                ids.update(v for v in value if isinstance(v, int))
-        vocabulary = self.tokenizer.get_vocab()
-        ids.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
-        return sorted(ids)
+        return end_of_turn_ids(self.tokenizer, config_eos)
 
     # ------------------------------------------------------------------ prompts
     def render(self, conversation: Conversation, assistant_prefix: str = "") -> str:
@@ -844,6 +836,21 @@ class TransformersBackend:
                     for token, value in zip(ids[row].tolist(), values[row].tolist(), strict=True)
                 ]
         return results  # type: ignore[return-value]
+
+
+def end_of_turn_ids(tokenizer: Any, config_eos: Any = None) -> list[int]:
+    """The tokens a turn ends at: the tokenizer's end of sequence, the model's own
+    (``config_eos``: its generation config's, an id or a list), and the chat templates'
+    end-of-turn tokens (:data:`END_OF_TURN_TOKENS`) the vocabulary has."""
+    ids = set()
+    for value in (config_eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    vocabulary = tokenizer.get_vocab()
+    ids.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
+    return sorted(ids)
 
 
 def check_adapter_fits(model: torch.nn.Module, folder: Path) -> None:

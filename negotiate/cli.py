@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from llm.interface import BackendError
+from benchmarks.command import run_main
 from negotiate import bench, judge, models, play, scenarios, serve, train
 
 SUBCOMMANDS = (play, scenarios, models, serve, judge, train, bench)
@@ -54,27 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.models_dir:
         os.environ["NEGOTIATION_MODELS_DIR"] = args.models_dir
-    try:
-        return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
-        # Bad input: a one-line message naming what was wrong, not a traceback.
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"negotiate {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except BackendError as error:
-        # A model or server that could not answer: the cause (the backend's message names
-        # it) and what to do, on one line.
-        cause = " ".join(str(error).split())
-        print(
-            f"negotiate {args.command}: model backend failed: {cause}. Check that the model "
-            "or server named in the spec is available (server running, URL and API key "
-            "right), then rerun; commands that resume keep what they had finished.",
-            file=sys.stderr,
-        )
-        return 1
+    return run_main(f"negotiate {args.command}", lambda: args.run(args))
 
 
 if __name__ == "__main__":
