@@ -1,10 +1,10 @@
 """The evaluation suite end to end (quick tier, scripted agents, the deterministic judge)."""
 
 import json
-import socket
 
 import pytest
 
+from benchmarks.perf_servers import free_port
 from benchmarks.suite import BenchConfig, Suite, held_out_scenarios
 from negotiation_env.judges import Judgement, KeywordRubricJudge
 from negotiation_env.scenarios import ScenarioBank
@@ -101,10 +101,7 @@ def test_a_judge_failure_is_recorded_and_counted_not_a_crash(tmp_path):
 
 def server_that_is_down() -> str:
     """An OpenAI-compatible URL on a port that was free a moment ago and has no listener."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
+    return f"http://127.0.0.1:{free_port()}/v1"
 
 
 def test_agreement_checks_that_failed_are_counted_not_taken_as_disagreement(tmp_path):

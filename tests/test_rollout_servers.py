@@ -10,7 +10,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.perf_servers import free_port
 from llm.interface import BackendError, GenerationSettings
 from llm.rollout_servers import ServerPool, _generation
 from llm.transformers_backend import TransformersBackend
@@ -33,12 +33,6 @@ GREEDY = GenerationSettings(max_new_tokens=12, temperature=0.0)
 def no_proxy(monkeypatch):
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Server:
