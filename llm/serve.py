@@ -119,6 +119,10 @@ NEG_INF_LOGPROB = -9999.0  # what vLLM sends for -inf, which JSON cannot carry
 SEED_RANGE = (-(2**63), 2**63 - 1)  # a 64-bit signed integer, as OpenAI's API and vLLM take
 SOCKET_TIMEOUT = 30.0
 MAX_CONNECTIONS = 32
+# Refused connections are answered on threads of their own, each reading the client's
+# request for at most REFUSAL_LINGER_SECONDS so that the 503 is not lost to a reset.
+REFUSALS_AT_ONCE = 16
+REFUSAL_LINGER_SECONDS = 1.0
 DISCONNECT_POLL_SECONDS = 0.1  # how soon a client that left is noticed during a generation
 CHAT_ROUTE = "/v1/chat/completions"
 ADAPTER_ROUTES = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
@@ -347,6 +351,7 @@ class ChatCompletionServer:
         self._httpd.app = self
         self._httpd.socket_timeout = float(socket_timeout)
         self._httpd.connection_slots = threading.BoundedSemaphore(max_connections)
+        self._httpd.refusal_slots = threading.BoundedSemaphore(REFUSALS_AT_ONCE)
         self._thread: threading.Thread | None = None
 
     @property
@@ -788,6 +793,7 @@ class _HTTPServer(ThreadingHTTPServer):
     app: ChatCompletionServer
     socket_timeout: float
     connection_slots: threading.BoundedSemaphore
+    refusal_slots: threading.BoundedSemaphore
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can stall on a slow resolver.
@@ -796,8 +802,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.connection_slots.acquire(blocking=False):
-            _refuse_busy(request)
-            self.shutdown_request(request)
+            self._refuse(request)
             return
         try:
             super().process_request(request, client_address)  # the thread releases the slot
@@ -811,9 +816,30 @@ class _HTTPServer(ThreadingHTTPServer):
         finally:
             self.connection_slots.release()
 
+    def _refuse(self, request: socket.socket) -> None:
+        """Answer 503 without taking a handler slot, and close without losing the answer.
+
+        Closing a socket whose client has not yet sent its request makes the kernel answer
+        that request with a reset, and the client sees a broken pipe instead of the 503. So
+        the refusal reads what the client sends for a moment before closing, on a thread of
+        its own (at most ``REFUSALS_AT_ONCE`` of them; beyond that, closed at once).
+        """
+        if not self.refusal_slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+
+        def refuse() -> None:
+            try:
+                _refuse_busy(request)
+            finally:
+                self.shutdown_request(request)
+                self.refusal_slots.release()
+
+        threading.Thread(target=refuse, name="serve-refuse", daemon=True).start()
+
 
 def _refuse_busy(connection: socket.socket) -> None:
-    """Answer HTTP 503 on the accepting thread, without starting a handler."""
+    """Answer HTTP 503, then read what the client sends until it closes (at most a second)."""
     body = json.dumps(
         {
             "error": {
@@ -827,9 +853,15 @@ def _refuse_busy(connection: socket.socket) -> None:
         "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         f"Retry-After: 1\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
+    deadline = time.monotonic() + REFUSAL_LINGER_SECONDS
     try:
-        connection.settimeout(1.0)  # a small answer; never let a client stall the accept loop
+        connection.settimeout(REFUSAL_LINGER_SECONDS)
         connection.sendall(head.encode() + body)
+        connection.shutdown(socket.SHUT_WR)
+        while (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            if not connection.recv(65536):
+                break
     except OSError:
         pass
 

@@ -185,6 +185,24 @@ def test_connections_beyond_the_limit_get_503_at_once_and_a_freed_slot_serves_ag
     assert status == 200
 
 
+def test_a_refused_client_that_sends_its_request_after_the_503_still_reads_it():
+    # A client may write its request after the server has answered 503. Had the server
+    # closed at once, the kernel would answer those bytes with a reset, and the client's
+    # next write would fail with a broken pipe instead of reading the 503.
+    with ChatCompletionServer(CannedBackend(), max_connections=1) as server:
+        holder = connect(server)
+        refused = connect(server)
+        assert refused.recv(1, socket.MSG_PEEK) == b"H"  # the answer is already there
+        head, body = request_bytes({"messages": user("hi")}).split(b"\r\n\r\n", 1)
+        refused.sendall(head + b"\r\n\r\n")
+        time.sleep(0.2)  # time for a reset to come back, had the server closed
+        refused.sendall(body)
+        answer = read_all(refused)
+        refused.close()
+        holder.close()
+    assert answer.startswith(b"HTTP/1.0 503") and b"max_connections" in answer
+
+
 def test_with_an_api_key_requests_need_it_as_a_bearer_token(monkeypatch):
     key = "serve-test-key-0123"
     with ChatCompletionServer(CannedBackend(), api_key=key) as server:
