@@ -36,7 +36,7 @@ from typing import Any
 
 from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
-from benchmarks.metrics import bootstrap_interval, efficiency
+from benchmarks.metrics import bootstrap_interval, efficiency, sign_flip_p_value
 from negotiation_env.jsonl import append_jsonl, read_jsonl_records, write_text_atomic
 
 BASELINES = ("single-agent",)
@@ -112,9 +112,9 @@ def second_judging(suite: Any, spec: str, specs: dict[str, str], out: Path) -> l
     from negotiation_env.judges.specs import load_judge, with_option
 
     path = out / SECOND_JUDGE_FILE
-    done = read_jsonl_records(path) if path.is_file() else []
+    done = [r for r in read_jsonl_records(path) if r.get("judge") == spec] if path.is_file() else []
     have = {(r["kind"], r["agent"], r["seed"], r["scenario_id"]) for r in done}
-    records = [r for r in suite._records("records.jsonl") if r["kind"] == "negotiated"]
+    records = run_records(suite, "records.jsonl")
     by_key = {(r["agent"], r["seed"], r["scenario_id"]): r for r in records}
     judge = load_judge(with_option(spec, "judge_cache", out / "judge_cache.sqlite"), "ca")
     todo = [r for r in records if ("absolute", r["agent"], r["seed"], r["scenario_id"]) not in have]
@@ -127,6 +127,7 @@ def second_judging(suite: Any, spec: str, specs: dict[str, str], out: Path) -> l
             [
                 {
                     "kind": "absolute",
+                    "judge": spec,
                     "agent": r["agent"],
                     "seed": r["seed"],
                     "scenario_id": r["scenario_id"],
@@ -158,6 +159,7 @@ def second_judging(suite: Any, spec: str, specs: dict[str, str], out: Path) -> l
             [
                 {
                     "kind": "pairwise",
+                    "judge": spec,
                     "agent": r["agent"],
                     "seed": r["seed"],
                     "scenario_id": r["scenario_id"],
@@ -168,35 +170,85 @@ def second_judging(suite: Any, spec: str, specs: dict[str, str], out: Path) -> l
             ],
             path,
         )
-    return read_jsonl_records(path)
+    wanted = {(r["agent"], r["seed"], r["scenario_id"]) for r in records}
+    latest = {
+        (r["kind"], r["agent"], r["seed"], r["scenario_id"]): r
+        for r in read_jsonl_records(path)
+        if r.get("judge") == spec and (r["agent"], r["seed"], r["scenario_id"]) in wanted
+    }
+    return list(latest.values())
 
 
-def interval(values: list[float]) -> dict[str, Any]:
-    """Mean with its 95% bootstrap interval and whether the interval excludes zero."""
+def run_records(suite: Any, name: str) -> list[dict[str, Any]]:
+    """This run's records in the suite's ``name`` file: its scenarios and seeds only (a
+    results folder may hold more from earlier runs, which the suite allows), one per key
+    (the last, should an interrupted append have repeated one). Negotiated episodes from
+    ``records.jsonl``; CA verdicts from ``pairwise.jsonl``."""
+    scenarios, seeds = set(suite.scenario_ids), set(suite.config.seeds)
+    latest: dict[tuple, dict[str, Any]] = {}
+    for record in suite._records(name):
+        if record["scenario_id"] not in scenarios or record["seed"] not in seeds:
+            continue
+        if name == "records.jsonl" and record["kind"] == "negotiated":
+            key: tuple = (record["agent"], record["seed"], record["scenario_id"])
+        elif name == "pairwise.jsonl" and record["criterion"] == "ca":
+            key = (record["agent_a"], record["agent_b"], record["seed"], record["scenario_id"])
+        else:
+            continue
+        latest[(record.get("decoding"), *key)] = record
+    return list(latest.values())
+
+
+SIGNIFICANCE = 0.05
+
+
+def interval(values: list[float], differences: bool = False) -> dict[str, Any]:
+    """Mean with its 95% bootstrap interval; for ``differences`` also the sign-flip test's
+    p-value and whether the change is established: the interval excludes zero *and*
+    p < SIGNIFICANCE (a percentile bootstrap interval alone runs liberal on few scenarios)."""
     if not values:
         return {"mean": math.nan, "ci95": [math.nan, math.nan], "n": 0, "excludes_zero": False}
     low, high = bootstrap_interval(values)
-    return {
-        "mean": statistics.fmean(values),
-        "ci95": [low, high],
-        "n": len(values),
-        "excludes_zero": bool(low > 0 or high < 0),
-    }
+    block = {"mean": statistics.fmean(values), "ci95": [low, high], "n": len(values)}
+    if differences:
+        block["p"] = sign_flip_p_value(values)
+    block["excludes_zero"] = bool((low > 0 or high < 0) and block.get("p", 0.0) < SIGNIFICANCE)
+    return block
+
+
+def per_scenario(values: dict[tuple, float]) -> list[float]:
+    """Values keyed by (seed, scenario) averaged over seeds: the scenario is the unit that is
+    resampled and tested (several seeds of one scenario are not independent draws)."""
+    by_scenario: dict[str, list[float]] = {}
+    for (_, scenario), value in values.items():
+        by_scenario.setdefault(scenario, []).append(value)
+    return [statistics.fmean(v) for _, v in sorted(by_scenario.items())]
 
 
 def paired_differences(scores: dict[tuple, float], agent: str, base: str) -> list[float]:
-    """``agent``'s score minus ``base``'s on each (seed, scenario) both were judged on."""
-    return [
-        value - scores[(base, *key[1:])]
-        for key, value in scores.items()
-        if key[0] == agent and (base, *key[1:]) in scores
-    ]
+    """Per scenario, ``agent``'s score minus ``base``'s, over the seeds both were judged on."""
+    return per_scenario(
+        {
+            key[1:]: value - scores[(base, *key[1:])]
+            for key, value in scores.items()
+            if key[0] == agent and (base, *key[1:]) in scores
+        }
+    )
 
 
-def win_margins(preferred: list[str | None]) -> list[float]:
-    """Each judged pair as a win (1), tie (0.5) or loss (0), minus 0.5; failures left out."""
-    value = {"a": 0.5, "tie": 0.0, "b": -0.5}
-    return [value[p] for p in preferred if p is not None]
+MARGIN = {"a": 0.5, "tie": 0.0, "b": -0.5}
+
+
+def win_margins(verdicts: list[dict[str, Any]]) -> list[float]:
+    """Per scenario, the mean of its judged pairs as a win (1), tie (0.5) or loss (0), minus
+    0.5 (``preferred`` seen from the agent; failures, ``None``, left out)."""
+    return per_scenario(
+        {
+            (v["seed"], v["scenario_id"]): MARGIN[v["preferred"]]
+            for v in verdicts
+            if v["preferred"] is not None
+        }
+    )
 
 
 def criterion_rates(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -233,23 +285,27 @@ def judge_block(
         "criteria": criterion_rates(mine),
     }
     if agent != base:
-        block["ca_minus_untrained"] = interval(paired_differences(scores, agent, base))
-        block["win_rate_minus_half"] = interval(win_margins([p["preferred"] for p in pairwise]))
+        block["ca_minus_untrained"] = interval(paired_differences(scores, agent, base), True)
+        block["win_rate_minus_half"] = interval(win_margins(pairwise), True)
         block["win_rate_minus_half"]["ties"] = sum(p["preferred"] == "tie" for p in pairwise)
     return block
 
 
 def report(
-    suite: Any, second: list[dict], specs: dict[str, str], args: argparse.Namespace
+    suite: Any,
+    second: list[dict],
+    specs: dict[str, str],
+    args: argparse.Namespace,
+    reward_judge: str,
 ) -> dict[str, Any]:
-    records = [r for r in suite._records("records.jsonl") if r["kind"] == "negotiated"]
-    pairwise = [r for r in suite._records("pairwise.jsonl") if r["criterion"] == "ca"]
+    records = run_records(suite, "records.jsonl")
+    pairwise = run_records(suite, "pairwise.jsonl")
     base = specs[UNTRAINED]
     rows = []
     for label, spec in specs.items():
         mine = [r for r in records if r["agent"] == spec]
         versus = [
-            {"preferred": _from_agent(p, spec)}
+            {"seed": p["seed"], "scenario_id": p["scenario_id"], "preferred": _from_agent(p, spec)}
             for p in pairwise
             if {p["agent_a"], p["agent_b"]} == {spec, base}
         ]
@@ -271,11 +327,23 @@ def report(
         "command": " ".join(["python -m benchmarks.learning", *sys.argv[1:]]),
         "machine": describe_machine(),
         "evaluation_judge": _judge_name(args.judge, suite.judge_id()),
+        "evaluation_judge_is_reward": same_judge(args.judge, reward_judge),
         "second_judge": args.second_judge,
         "scenarios": suite.scenario_ids,
         "seeds": args.seeds,
         "policies": rows,
     }
+
+
+def same_judge(evaluation: str, reward: str) -> bool:
+    """Whether the evaluation judge is the model the policy was trained against (the same
+    backend, whatever the options): its verdicts then cannot reveal reward hacking."""
+    from negotiation_env.judges.specs import resolved_spec
+
+    return (
+        resolved_spec(evaluation, "evaluation").partition("?")[0]
+        == resolved_spec(reward, "reward").partition("?")[0]
+    )
 
 
 def _judge_name(spec: str, described: dict[str, Any]) -> str:
@@ -353,7 +421,8 @@ def _cell(block: dict[str, Any]) -> str:
     if math.isnan(mean):
         return "-"
     mark = " *" if block.get("excludes_zero") else ""
-    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{mark}"
+    p = f" p={block['p']:.3f}" if "p" in block else ""
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]{p}{mark}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -369,12 +438,19 @@ def markdown(results: dict[str, Any]) -> str:
             else ""
         )
         + f" x seeds {results['seeds']}; "
-        f"evaluation judge `{results['evaluation_judge']}`, second judge "
-        f"`{results['second_judge']}`.",
+        f"evaluation judge `{results['evaluation_judge']}`"
+        + (
+            " (the training reward: its gains alone cannot tell learning from reward hacking)"
+            if results.get("evaluation_judge_is_reward")
+            else ""
+        )
+        + f", second judge `{results['second_judge']}`.",
         "",
-        "Differences are to the untrained policy, paired by scenario, with 95% bootstrap "
-        "intervals; `*` marks an interval that excludes zero. Win rate: position-free "
-        "pairwise verdicts against the untrained policy, ties counted half.",
+        "Differences are to the untrained policy, paired by scenario (averaged over seeds), "
+        "with 95% bootstrap intervals and the two-sided p-value of a sign-flip permutation "
+        f"test; `*` marks a change established by both (interval excludes zero, p < "
+        f"{SIGNIFICANCE}). Win rate: position-free pairwise verdicts against the untrained "
+        "policy, ties counted half.",
         "",
         "| policy | judge | CA | CA - untrained | win rate - 0.5 | ties | agreement | rounds "
         "| tokens/dialogue |",
@@ -460,14 +536,12 @@ def verdicts(results: dict[str, Any]) -> list[str]:
                     claim = "better than" if low > 0 else "worse than"
                 else:
                     claim = "not told apart from"
+                p = f", p={difference['p']:.3f}" if "p" in difference else ""
                 parts.append(
-                    f"{name} {difference['mean']:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}]: "
-                    f"{claim} the untrained policy"
+                    f"{name} {difference['mean']:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}]{p} "
+                    f"({difference['n']} scenarios): {claim} the untrained policy"
                 )
-            n = measures[0][1]["n"]
-            lines.append(
-                f"- {row['policy']}, {label} judge ({n} paired scenarios): {'; '.join(parts)}."
-            )
+            lines.append(f"- {row['policy']}, {label} judge: {'; '.join(parts)}.")
     return lines
 
 
@@ -517,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     second = (
         [] if args.second_judge == "none" else second_judging(suite, args.second_judge, specs, out)
     )
-    results = report(suite, second, specs, args)
+    results = report(suite, second, specs, args, config.reward.judge)
     results["training"] = training_summary(runs, ["selfplay", *args.baseline], out)
     results["training_seconds"] = seconds
     results["skip_scenarios"] = args.skip_scenarios

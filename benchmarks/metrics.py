@@ -5,7 +5,8 @@ An *episode record* (one negotiated, or directly answered, scenario) has at leas
 ``generated_tokens`` and ``ca_score`` (None when the judge failed). A *pairwise record*
 compares two agents' resolutions of the same scenario (same seed and decoding) and has
 ``agent_a``, ``agent_b``, ``criterion`` and ``preferred`` ("a", "b", "tie" or None when the
-judge failed): "a" or "b" only when the judge preferred the same resolution in both orders.
+judge failed): the judge's position-free verdict (an LLM judge averages the two orders'
+probabilities; see :mod:`negotiation_env.judges.pairwise`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ def bootstrap_interval(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def sign_flip_p_value(
+    differences: Sequence[float], resamples: int = 100_000, seed: int = 0
+) -> float:
+    """Two-sided p-value of "the mean paired difference is zero" by a sign-flip permutation
+    test: under no effect each difference is as likely to have the other sign, so the observed
+    |mean| is compared with the |mean| of every assignment of signs (all 2^n of them up to
+    n = 16, else ``resamples`` random ones). Unlike a percentile bootstrap interval it does not
+    run liberal on few scenarios. Differences of zero carry no information either way."""
+    data = np.asarray([d for d in differences if d != 0], dtype=float)
+    if len(data) == 0:
+        return 1.0
+    observed = abs(data.mean()) - 1e-12  # a tolerance for float ties with the observed mean
+    if len(data) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(data))[:, None] >> np.arange(len(data))) & 1)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, len(data)))
+    extreme = np.abs((signs * data).mean(axis=1)) >= observed
+    if len(data) <= 16:
+        return float(extreme.mean())
+    return float((extreme.sum() + 1) / (resamples + 1))
 
 
 def mean_with_interval(values: Sequence[float]) -> dict[str, Any]:

@@ -58,6 +58,18 @@ _JUDGE_OPTIONS = (
 _judge_caches: dict[str, Any] = {}
 
 
+def resolved_spec(spec: str, role: str) -> str:
+    """``spec`` with ``default`` replaced by the default judge of ``role`` (its options kept
+    after the default's own)."""
+    base, options = split_spec(spec)
+    if base != "default":
+        return spec
+    resolved = DEFAULT_JUDGES[role]
+    for key, value in options.items():
+        resolved = with_option(resolved, key, value)
+    return resolved
+
+
 def _judge_parts(spec: str, role: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(backend spec, judge options, backend options) of a judge spec."""
     base, options = split_spec(spec)
@@ -151,10 +163,7 @@ def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> An
         raise SpecError(f"criterion: {criterion!r} is not one of ['ca', 'conflict']")
     base, options = split_spec(spec)
     if base == "default":  # the measured default, with any options given added to its own
-        resolved = DEFAULT_JUDGES[role]
-        for key, value in options.items():
-            resolved = with_option(resolved, key, value)
-        return load_judge(resolved, criterion, role)
+        return load_judge(resolved_spec(spec, role), criterion, role)
     members = split_ensemble(spec)
     if members is not None:
         from negotiation_env.judges.ensemble import EnsembleJudge
