@@ -69,9 +69,10 @@ class ServerPool:
         urls: Sequence[str],
         tokenizer: Any,
         model: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str = "ROLLOUT_API_KEY",
         timeout: float = 600.0,
         max_retries: int = 1,
+        stop_token_ids: Sequence[int] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("rollout.servers: give at least one server URL")
@@ -94,11 +95,14 @@ class ServerPool:
         self.adapter: str | None = None
         self.name = "servers:" + ",".join(client.base_url for client in self.clients)
         self._lock = threading.Lock()
-        # the tokens the local engine ends a turn at: vLLM stops at the model's own end of
+        # the tokens the local engine ends a turn at (pass the model's generation config's
+        # end of sequence through end_of_turn_ids): vLLM stops at the model's own end of
         # sequence only, unless told (they go out as stop_token_ids)
-        from llm.transformers_backend import end_of_turn_ids
+        if stop_token_ids is None:
+            from llm.transformers_backend import end_of_turn_ids
 
-        self.stop_token_ids = end_of_turn_ids(tokenizer)
+            stop_token_ids = end_of_turn_ids(tokenizer)
+        self.stop_token_ids = sorted(set(stop_token_ids))
 
     def __repr__(self) -> str:
         return f"ServerPool({[c.base_url for c in self.clients]!r}, adapter={self.adapter!r})"
@@ -126,8 +130,8 @@ class ServerPool:
         """Load the adapter folder ``path`` (which every server must be able to read) on
         every server as ``name``; later generations use it. Raises
         :class:`~llm.interface.BackendError` naming the server that failed: nothing is
-        generated with a stale adapter."""
-        for client in self.clients:
+        generated with a stale adapter, and the servers that had loaded it unload it again."""
+        for index, client in enumerate(self.clients):
             try:
                 client.post(
                     {"lora_name": name, "lora_path": path},
@@ -139,6 +143,8 @@ class ServerPool:
                 # a load retried after a timeout finds its first attempt done: that is fine
                 if isinstance(error, RequestRejected) and name in self.listed(client):
                     continue
+                for loaded in self.clients[:index]:
+                    self._unload(loaded, name)
                 raise BackendError(
                     f"rollout server {client.base_url} could not load adapter {name!r} from "
                     f"{path}: {error}"
@@ -148,15 +154,19 @@ class ServerPool:
     def unload_adapter(self, name: str) -> None:
         """Free ``name`` on every server; a server that fails to is only warned about."""
         for client in self.clients:
-            try:
-                client.post({"lora_name": name}, _text, "unload_lora_adapter", json_answer=False)
-            except BackendError as error:
-                warnings.warn(
-                    f"rollout server {client.base_url}: unloading {name!r} failed: {error}",
-                    stacklevel=2,
-                )
+            self._unload(client, name)
         if self.adapter == name:
             self.adapter = None
+
+    @staticmethod
+    def _unload(client: OpenAIBackend, name: str) -> None:
+        try:
+            client.post({"lora_name": name}, _text, "unload_lora_adapter", json_answer=False)
+        except BackendError as error:
+            warnings.warn(
+                f"rollout server {client.base_url}: unloading {name!r} failed: {error}",
+                stacklevel=3,
+            )
 
     @staticmethod
     def listed(client: OpenAIBackend) -> list[str]:
@@ -216,19 +226,25 @@ class ServerPool:
                 try:
                     body["model"] = self.adapter or client.model
                     answers = client.post(body, _choices(len(indices)), "completions")
+                    generations = [
+                        _generation(answer, prompts[index], client.base_url)
+                        for index, answer in zip(indices, answers, strict=True)
+                    ]
                 except (ServerUnavailable, RequestRejected) as error:
                     if isinstance(error, RequestRejected) and error.status != 404:
                         raise  # the request itself is wrong: no server would take it
                     with self._lock:
                         down[server] = str(error)
                     continue
-                for index, answer in zip(indices, answers, strict=True):
-                    generation = _generation(answer, prompts[index], client.base_url)
+                for index, generation in zip(indices, generations, strict=True):
                     results[index] = self._as_local(generation, settings)
                 return
+            with self._lock:
+                reasons = "; ".join(
+                    f"{self.clients[s].base_url}: {why}" for s, why in sorted(down.items())
+                )
             raise BackendError(
-                f"no rollout server could generate ({len(indices)} prompts); "
-                + "; ".join(f"{self.clients[s].base_url}: {why}" for s, why in down.items())
+                f"no rollout server could generate ({len(indices)} prompts); {reasons}"
             )
 
         with ThreadPoolExecutor(len(shares), thread_name_prefix="rollout-servers") as pool:
@@ -314,9 +330,16 @@ def _generation(choice: dict[str, Any], prompt: Sequence[int], server: str) -> G
             f"rollout server {server} returned {_size(values)} log-probabilities for "
             f"{len(ids)} tokens (ask for logprobs; vLLM: --logprobs-mode processed_logprobs)"
         )
+    finish_reason = choice.get("finish_reason")
+    if finish_reason not in ("stop", "length"):
+        # e.g. vLLM's "abort": the sample is not whole, and must not train as if it were
+        raise ServerUnavailable(
+            f"rollout server {server} ended a generation with finish_reason "
+            f"{finish_reason!r}, not 'stop' or 'length'"
+        )
     return Generation(
         text=str(choice.get("text") or ""),
-        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        finish_reason=finish_reason,
         token_ids=[int(i) for i in ids],
         logprobs=[float("nan") if v is None else float(v) for v in values],
         prompt_token_ids=list(prompt),

@@ -23,6 +23,8 @@ Endpoints:
   sampled token is listed in ``top_logprobs``), and vLLM's ``return_tokens_as_token_ids``
   (tokens spelt ``token_id:N``) and ``return_token_ids`` (``token_ids`` and
   ``prompt_token_ids`` in each choice). Token ids are used as given, never re-tokenised.
+  ``stop_token_ids`` may name only the model's own end-of-turn tokens, where every
+  generation stops anyway (HTTP 400 for any other: it would not be honoured).
 - ``POST /v1/load_lora_adapter`` (``lora_name``, ``lora_path``) and
   ``POST /v1/unload_lora_adapter`` (``lora_name``), as vLLM names them: several adapters
   stay resident, and a request whose ``model`` is an adapter's name is answered with that
@@ -185,6 +187,7 @@ class CompletionRequest:
     tokens_as_ids: bool = False  # vLLM's return_tokens_as_token_ids: "token_id:N"
     return_token_ids: bool = False  # vLLM's return_token_ids: token_ids, prompt_token_ids
     model: str | None = None
+    stop_token_ids: tuple[int, ...] = ()  # vLLM's: only the model's own end-of-turn tokens
 
 
 def parse_completion_request(payload: Any, max_tokens: int = MAX_TOKENS) -> CompletionRequest:
@@ -197,7 +200,15 @@ def parse_completion_request(payload: Any, max_tokens: int = MAX_TOKENS) -> Comp
     if payload.get("suffix") is not None:
         raise BadRequest("suffix: not supported; leave suffix out")
     prompts, names = _prompts(payload.get("prompt"))
+    stop_token_ids = payload.get("stop_token_ids") or []
+    if not isinstance(stop_token_ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in stop_token_ids
+    ):
+        raise BadRequest(
+            f"stop_token_ids: expected a list of token ids, got {payload['stop_token_ids']!r:.80}"
+        )
     return CompletionRequest(
+        stop_token_ids=tuple(stop_token_ids),
         prompts=prompts,
         names=tuple(names),
         settings=settings,
@@ -485,6 +496,18 @@ class ChatCompletionServer:
             + (f" and the adapters {adapters}" if adapters else "")
         )
 
+    def check_stop_token_ids(self, request: ChatRequest | CompletionRequest) -> None:
+        """Raise :class:`BadRequest` for ``stop_token_ids`` this server would not stop at: it
+        ends a generation at its model's end-of-turn tokens only (which a trainer's rollout
+        sends), never silently ignoring one it was asked to stop at."""
+        asked = set(getattr(request, "stop_token_ids", ()))
+        own = set(getattr(self.backend, "stop_token_ids", None) or ())
+        if asked - own:
+            raise BadRequest(
+                f"stop_token_ids: this server stops at its model's end-of-turn tokens "
+                f"{sorted(own)} only; {sorted(asked - own)} would be ignored"
+            )
+
     def change_adapter(self, name: str, path: str | None) -> None:
         """Load the adapter in ``path`` as ``name`` (or unload ``name`` when ``path`` is
         None), between batches. Raises :class:`BadRequest` (or :class:`UnknownModel` for
@@ -706,7 +729,8 @@ class ChatCompletionServer:
                 "root": path,
                 "parent": self.model_name,
             }
-            for name, path in getattr(self.backend, "adapters", {}).items()
+            # a copy: the batching thread may load or unload one meanwhile
+            for name, path in list(getattr(self.backend, "adapters", {}).items())
         ]
         return {"object": "list", "data": [model, *adapters]}
 
@@ -915,6 +939,7 @@ class _Handler(BaseHTTPRequestHandler):
             parse = parse_chat_request if route == CHAT_ROUTE else parse_completion_request
             request = parse(payload, app.max_tokens)
             app.check_model(request.model)
+            app.check_stop_token_ids(request)
         except UnknownModel as error:
             self._send_error(404, str(error))
             return

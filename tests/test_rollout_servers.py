@@ -5,6 +5,7 @@ and 1. The model is the tiny random Llama (fast, and it never ends a turn by its
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import math
@@ -21,6 +22,7 @@ import pytest
 
 from benchmarks.perf_servers import free_port
 from llm.interface import BackendError, GenerationSettings
+from llm.openai_backend import ServerUnavailable
 from llm.rollout_servers import ServerPool, _generation
 from llm.transformers_backend import TransformersBackend
 
@@ -133,6 +135,16 @@ def test_a_server_killed_mid_rollout_loses_and_duplicates_no_sample(
     victim, survivor = start(tiny_model_dir, tmp_path, 2)
     try:
         pool = ServerPool([victim.url, survivor.url], local.tokenizer, max_retries=0)
+        # a server that stops answering: its share times out and the other server answers
+        # it (the stopped one cannot have)
+        impatient = ServerPool(
+            [victim.url, survivor.url], local.tokenizer, max_retries=0, timeout=2.0
+        )
+        victim.process.send_signal(signal.SIGSTOP)
+        try:
+            assert_same(impatient.generate(chats(4), GREEDY), local.generate(chats(4), GREEDY))
+        finally:
+            victim.process.send_signal(signal.SIGCONT)
         long = GenerationSettings(max_new_tokens=200, temperature=0.0)
         expected = local.generate(chats(8), long)
         # the victim dies while its share is generated (or before it starts: either way
@@ -174,6 +186,20 @@ def test_an_adapter_loaded_on_the_servers_is_used_until_unloaded(
     assert_same(pool.generate(chats(2), GREEDY), local.generate(chats(2), GREEDY))
     with pytest.raises(BackendError, match="could not load adapter 'x' from /no/such"):
         pool.load_adapter("x", "/no/such")
+
+
+def test_a_generation_that_neither_stopped_nor_hit_its_limit_fails_over():
+    aborted = {
+        "index": 0,
+        "text": "Hi",
+        "finish_reason": "abort",  # vLLM's, for a request it gave up on
+        "token_ids": [5],
+        "logprobs": {"token_logprobs": [-0.5]},
+    }
+    with pytest.raises(ServerUnavailable, match="finish_reason 'abort'"):
+        _generation(aborted, [1, 2], "http://x/v1")
+    with pytest.raises(ServerUnavailable, match="finish_reason None"):
+        _generation({**aborted, "finish_reason": None}, [1, 2], "http://x/v1")
 
 
 def test_a_server_that_returns_no_token_ids_is_refused_not_worked_around():
@@ -265,17 +291,24 @@ def test_training_one_step_ahead_takes_the_rollout_played_during_the_previous_st
     assert [m["rollout/played_ahead"] for m in steps] == [0.0, 1.0, 1.0]
     assert [m["rollout/staleness"] for m in steps] == [0.0, 1.0, 1.0]
     # played ahead with the previous step's adapter: the importance ratios are not all 1
-    ratios = [m["sampling/importance_sampling_ratio/max"] for m in steps[1:]]
-    assert all(r <= 2.0 for r in ratios)  # truncated at rollout.importance_sampling_cap
     assert any(abs(m["sampling/sampling_logp_difference/max"]) > 1e-3 for m in steps[1:])
+    # each rollout named one adapter throughout: step 0's for the rollouts of steps 0 and 1
+    # (the latter played while step 0 trained), step 1's for step 2's
+    used = run["adapters"]
+    per_rollout = len(used) // 3
+    first, second = sorted(set(used), key=used.index)
+    assert used == [first] * 2 * per_rollout + [second] * per_rollout
+    assert first.endswith("-step-0") and second.endswith("-step-1")
 
 
 class VllmLikeAdapters(http.server.BaseHTTPRequestHandler):
     """Test double of vLLM's adapter endpoints: a load or unload answers in plain text (as
-    vLLM does), loading a name twice gets HTTP 400, ``/v1/models`` lists what is loaded."""
+    vLLM does), loading a name twice gets HTTP 400, ``/v1/models`` lists what is loaded.
+    Records each POST's path and Authorization header."""
 
     loaded: dict[str, str] = {}
     posts: list[str] = []
+    keys: list[str | None] = []
 
     def do_GET(self):
         names = ["base", *self.loaded]
@@ -284,6 +317,7 @@ class VllmLikeAdapters(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.posts.append(self.path)
+        self.keys.append(self.headers.get("Authorization"))
         name = body["lora_name"]
         if self.path.endswith("/load_lora_adapter"):
             if name in self.loaded:
@@ -310,13 +344,57 @@ class VllmLikeAdapters(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_adapter_endpoints_that_answer_in_plain_text_as_vllm_does_work(local, recwarn):
-    VllmLikeAdapters.loaded, VllmLikeAdapters.posts = {}, []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), VllmLikeAdapters)
+class UnreadableAdapters(VllmLikeAdapters):
+    """Test double of a server that cannot read the adapter folder: every load gets 500."""
+
+    loaded: dict[str, str] = {}
+    posts: list[str] = []
+    keys: list[str | None] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.posts.append(self.path)
+        error = {"error": {"message": "No such file or directory: adapter_config.json"}}
+        self._answer(500, json.dumps(error), "application/json")
+
+
+@contextlib.contextmanager
+def serving(handler):
+    """The URL of ``handler`` served on 127.0.0.1 for the duration."""
+    handler.loaded, handler.posts, handler.keys = {}, [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        pool = ServerPool([f"http://127.0.0.1:{server.server_address[1]}/v1"], local.tokenizer)
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_load_refused_by_one_server_is_undone_on_those_that_took_it(local):
+    with serving(VllmLikeAdapters) as good, serving(UnreadableAdapters) as bad:
+        pool = ServerPool([good, bad], local.tokenizer, max_retries=0)
+        with pytest.raises(BackendError, match=f"rollout server {bad} could not load"):
+            pool.load_adapter("policy-1", "/adapters/1")
+        assert VllmLikeAdapters.loaded == {}  # loaded there first, then unloaded again
+        assert VllmLikeAdapters.posts == ["/v1/load_lora_adapter", "/v1/unload_lora_adapter"]
+        assert pool.adapter is None
+
+
+def test_the_rollout_servers_key_is_not_the_judges(local, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "judge-key-0123")
+    monkeypatch.delenv("ROLLOUT_API_KEY", raising=False)
+    with serving(VllmLikeAdapters) as url:
+        ServerPool([url], local.tokenizer).load_adapter("a", "/adapters/a")
+        monkeypatch.setenv("ROLLOUT_API_KEY", "rollout-key-4567")
+        ServerPool([url], local.tokenizer).load_adapter("b", "/adapters/b")
+    assert VllmLikeAdapters.keys == [None, "Bearer rollout-key-4567"]
+
+
+def test_adapter_endpoints_that_answer_in_plain_text_as_vllm_does_work(local):
+    with serving(VllmLikeAdapters) as url:
+        pool = ServerPool([url], local.tokenizer)
         assert pool.clients[0].model == "base"
         pool.load_adapter("policy-1", "/adapters/1")
         assert VllmLikeAdapters.posts == ["/v1/load_lora_adapter"]  # once: the text answer is fine
@@ -326,7 +404,26 @@ def test_adapter_endpoints_that_answer_in_plain_text_as_vllm_does_work(local, re
         pool.load_adapter("policy-2", "/adapters/2")
         assert pool.unload_matching("policy-") == ["policy-1", "policy-2"]
         assert VllmLikeAdapters.loaded == {}
-        assert not [w for w in recwarn if "unloading" in str(w.message)]
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+def test_runs_that_share_an_adapter_folder_save_into_folders_of_their_own(tmp_path):
+    from tests.test_trainer import tiny_config
+    from trainers.engine import ServerEngine
+
+    def engine(run: str) -> ServerEngine:
+        config = tiny_config(
+            "unused",
+            tmp_path / run,
+            **{
+                "model.lora": True,
+                "rollout.engine": "server",
+                "rollout.servers": ["http://127.0.0.1:1/v1"],
+                "rollout.adapter_dir": str(tmp_path / "shared"),
+            },
+        )
+        return ServerEngine(config, tokenizer=None, pool=object())  # the pool is not used
+
+    first, second = engine("a"), engine("b")
+    assert first.prefix != second.prefix
+    assert first.folder == (tmp_path / "shared" / first.prefix).resolve()
+    assert second.folder.parent == first.folder.parent != second.folder

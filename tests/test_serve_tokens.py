@@ -244,3 +244,16 @@ def test_an_adapter_of_another_model_is_refused_and_changes_nothing(backend, ada
         assert answer["choices"][0]["token_ids"] == base.token_ids
         good = {"lora_name": "good", "lora_path": str(adapters[0])}
         assert call(server, "load_lora_adapter", good)[0] == 200  # the server loads on
+
+
+def test_stop_token_ids_other_than_the_models_own_end_of_turn_get_400(backend):
+    own = backend.stop_token_ids
+    other = next(i for i in range(backend.vocabulary_size) if i not in own)
+    prompt = [prompt_ids(backend, "Hello there")]
+    with ChatCompletionServer(backend) as server:
+        status, _ = call(server, "completions", completion(prompt, stop_token_ids=own))
+        refused, answer = call(server, "completions", completion(prompt, stop_token_ids=[other]))
+        malformed, named = call(server, "completions", completion(prompt, stop_token_ids="2"))
+    assert status == 200
+    assert refused == 400 and f"[{other}] would be ignored" in answer["error"]["message"]
+    assert malformed == 400 and named["error"]["message"].startswith("stop_token_ids:")

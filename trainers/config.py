@@ -120,8 +120,9 @@ class RolloutConfig:
     sync_every: int = field(
         default=1,
         metadata={
-            "help": "Load the trained adapter on the servers every N optimiser steps "
-            "(N > 1 samples with an adapter up to N-1 steps old: needs max_staleness >= N-1)."
+            "help": "Load the trained adapter on the servers every N optimiser steps. N > 1 "
+            "samples with an adapter up to N-1 steps old and plays the next step ahead, one "
+            "step more: it needs max_staleness >= N."
         },
     )
     max_staleness: int = field(
@@ -147,6 +148,14 @@ class RolloutConfig:
     )
     server_timeout: float = field(
         default=600.0, metadata={"help": "Seconds one server may take for one batch."}
+    )
+    api_key_env: str = field(
+        default="ROLLOUT_API_KEY",
+        metadata={
+            "help": "Environment variable holding the rollout servers' API key (their "
+            "--api-key), sent as a Bearer token; unset: no key. Not OPENAI_API_KEY by default, "
+            "so that a judge's key never goes to the rollout servers."
+        },
     )
 
 

@@ -36,14 +36,34 @@ class ServerEngine:
     TRL calls :meth:`sync_weights` before the first rollout of every optimiser step (the
     hook it has for its vLLM engine)."""
 
-    def __init__(self, config: TrainConfig, tokenizer: Any, pool: ServerPool | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        tokenizer: Any,
+        pool: ServerPool | None = None,
+        model: Any = None,
+    ):
         rollout = config.rollout
-        self.pool = pool or ServerPool(rollout.servers, tokenizer, timeout=rollout.server_timeout)
+        if pool is None:
+            from llm.transformers_backend import end_of_turn_ids
+
+            config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+            pool = ServerPool(
+                rollout.servers,
+                tokenizer,
+                api_key_env=rollout.api_key_env,
+                timeout=rollout.server_timeout,
+                stop_token_ids=end_of_turn_ids(tokenizer, config_eos),
+            )
+        self.pool = pool
         output = Path(config.run.output_dir)
-        self.folder = Path(rollout.adapter_dir or output / "rollout_adapters").resolve()
-        # adapter names unique to this run, the same in every process of it
+        # adapter names and folders unique to this run, the same in every process of it (runs
+        # may share adapter_dir and the servers)
         digest = hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:8]
         self.prefix = f"policy-{digest}"
+        self.folder = Path(rollout.adapter_dir or output / "rollout_adapters").resolve()
+        if rollout.adapter_dir:
+            self.folder = self.folder / self.prefix
         self.sync_every = rollout.sync_every
         self.trainer: Any = None  # set by the trainer that uses this engine
         self.loaded_step: int | None = None

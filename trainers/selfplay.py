@@ -280,7 +280,7 @@ def build_trainer(
     if config.rollout.engine == "server":
         from trainers.engine import ServerEngine
 
-        engine = ServerEngine(config, tokenizer)
+        engine = ServerEngine(config, tokenizer, model=model)
     dataset = scenario_dataset(config, bank)
     rollout.scenario_order = list(dataset["prompt"])
     return NegotiationGRPOTrainer(
