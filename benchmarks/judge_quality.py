@@ -438,6 +438,61 @@ def flaw_accuracy(run: dict[str, Any]) -> dict[str, float]:
     return {flaw: sum(values) / len(values) for flaw, values in outcomes.items()}
 
 
+# The judge issue's targets, checked for every judge the report holds: (what, run kind, subset,
+# field, at least / at most, threshold). Injection inflation is read from the held-out
+# attack file's rows for the judge's own defence.
+TARGETS = (
+    ("coarse flaws, absolute accuracy", "absolute", "coarse", "accuracy", ">=", 0.90),
+    ("coarse flaws, pairwise accuracy", "pairwise", "coarse", "accuracy", ">=", 0.85),
+    (
+        "coarse flaws, position consistency",
+        "pairwise",
+        "coarse",
+        "position_consistency",
+        ">=",
+        0.80,
+    ),
+    ("subtle flaws, absolute accuracy", "absolute", "subtle", "accuracy", ">=", 0.65),
+    ("subtle flaws, pairwise accuracy", "pairwise", "subtle", "accuracy", ">=", 0.65),
+    ("seconds per resolution", "absolute", None, "seconds_per_judgement", "<=", 1.0),
+)
+INJECTION_TARGET = ("injection inflation (held-out attacks)", 0.10)
+
+
+def target_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each judge's measured value for every target it has a figure for: met, or missed by
+    how much."""
+    checks = []
+
+    def check(judge: str, target: str, value: float | None, bound: str, threshold: float):
+        if value is None:
+            return
+        gap = threshold - value if bound == ">=" else value - threshold
+        checks.append(
+            {
+                "judge": judge,
+                "target": target,
+                "value": value,
+                "threshold": f"{bound} {threshold:g}",
+                "met": gap <= 0,
+                "missed_by": max(gap, 0.0),
+            }
+        )
+
+    for run in report["runs"]:
+        judge = " ".join(x for x in (run["model"], run["rubric"], run["mode"]) if x != "-")
+        for target, kind, subset, field, bound, threshold in TARGETS:
+            if run["kind"] != kind:
+                continue
+            value = run.get(field) if subset is None else (run.get(subset) or {}).get(field)
+            check(judge, target, value, bound, threshold)
+    for name, rows in report.get("adversarial", {}).items():
+        for row in rows:
+            if row["suite"] == "injections_heldout" and row["defence"] in ("default", "strip"):
+                check(name, INJECTION_TARGET[0], row["mean_inflation"], "<=", INJECTION_TARGET[1])
+    return checks
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Judge quality\n\nCommand: `{report['command']}`  \nMachine: {machine_line(report['machine'])}  \n"
@@ -512,6 +567,20 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_f(run['precision'])} | {_f(run['recall'])} | {_f(extra['auc'])} | "
                 f"{_f(extra['cross_validated_accuracy'])} | {_f(extra['fitted_threshold'], '.3f')} | "
                 f"{run['failed']} | {run['seconds_per_judgement']:.2f} |"
+            )
+    checks = target_checks(report)
+    if checks:
+        lines += [
+            "\n## Targets\n",
+            "The judge issue's targets, on these items (never used to build or tune a judge).\n",
+            "| judge | target | measured | wanted | verdict |",
+            "|---|---|---|---|---|",
+        ]
+        for c in checks:
+            verdict = "met" if c["met"] else f"missed by {c['missed_by']:.2f}"
+            lines.append(
+                f"| {c['judge']} | {c['target']} | {c['value']:.2f} | {c['threshold']} | "
+                f"{verdict} |"
             )
     for name, adversarial in report.get("adversarial", {}).items():
         lines += [

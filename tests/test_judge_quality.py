@@ -6,7 +6,9 @@ from benchmarks.judge_quality import (
     _replace,
     flaw_accuracy,
     load_items,
+    markdown,
     per_flaw,
+    target_checks,
     threshold_metrics,
 )
 
@@ -69,3 +71,79 @@ def test_per_flaw_takes_the_first_items_of_every_kind_in_file_order():
     assert positions == sorted(positions)  # file order kept
     first_hostile = next(i for i in items if i["flaw"] == "hostile")
     assert first_hostile in subset
+
+
+def test_every_judge_is_checked_against_the_targets_and_a_miss_says_by_how_much():
+    absolute = {
+        "model": "rm",
+        "rubric": "-",
+        "mode": "spec",
+        "kind": "absolute",
+        "coarse": {"accuracy": 0.85},
+        "subtle": {"accuracy": 0.81},
+        "seconds_per_judgement": 0.75,
+    }
+    pairwise = {
+        **absolute,
+        "kind": "pairwise",
+        "coarse": {"accuracy": 0.86, "position_consistency": 0.70},
+        "subtle": {"accuracy": None},
+    }
+    attack = {"suite": "injections_heldout", "defence": "default", "mean_inflation": 0.25}
+    report = {"runs": [absolute, pairwise], "adversarial": {"rm": [attack]}}
+    checks = {(c["judge"], c["target"]): c for c in target_checks(report)}
+    assert checks["rm spec", "coarse flaws, absolute accuracy"]["missed_by"] == pytest.approx(0.05)
+    assert checks["rm spec", "subtle flaws, absolute accuracy"]["met"]
+    assert checks["rm spec", "coarse flaws, pairwise accuracy"]["met"]
+    assert checks["rm spec", "coarse flaws, position consistency"]["missed_by"] == pytest.approx(
+        0.1
+    )
+    assert checks["rm spec", "seconds per resolution"]["met"]
+    assert ("rm spec", "subtle flaws, pairwise accuracy") not in checks  # nothing measured
+    assert checks["rm", "injection inflation (held-out attacks)"]["missed_by"] == pytest.approx(
+        0.15
+    )
+    rows = [line for line in markdown_of(report).splitlines() if "coarse flaws, absolute" in line]
+    assert rows == [
+        "| rm spec | coarse flaws, absolute accuracy | 0.85 | >= 0.9 | missed by 0.05 |"
+    ]
+
+
+def markdown_of(report):
+    base = {
+        "command": "python -m benchmarks.judge_quality",
+        "machine": {
+            "processor": "x",
+            "cpu_count": 2,
+            "torch": "2",
+            "torch_threads": 2,
+            "python": "3",
+        },
+        "items": 2,
+        "length_controlled_items": 1,
+        "longer_wins": {"all": 0.5, "length_controlled": 0.5},
+    }
+    runs = [
+        {
+            **run,
+            "all": {"accuracy": 0.5, "margin": None, "mean_p_better": None, "failed": 0},
+            "length_controlled": {"accuracy": 0.5},
+            "rows": [],
+        }
+        for run in report["runs"]
+    ]
+    adversarial = {
+        name: [
+            {
+                **row,
+                "attacks": 1,
+                "items": 1,
+                "share_inflated_over_0.5": 0.0,
+                "flip_rate": 0.0,
+                "detected": 1.0,
+            }
+            for row in rows
+        ]
+        for name, rows in report["adversarial"].items()
+    }
+    return markdown({**base, "runs": runs, "adversarial": adversarial})
