@@ -303,11 +303,20 @@ def _measure(model: Any, tokenizer: Any, bank: Any, train_pairs, held_pairs) -> 
     from negotiation_env.judges.reward_model import reward_conversation
 
     scorer = RewardModelBackend.from_objects(model, tokenizer)
+    # each distinct text once: a good resolution is the chosen side of many pairs
+    keys = sorted(
+        {(p.scenario_id, t) for p in (*train_pairs, *held_pairs) for t in (p.chosen, p.rejected)}
+    )
+    scored = dict(
+        zip(
+            keys,
+            scorer.score([reward_conversation(bank.get(sid), text) for sid, text in keys]),
+            strict=True,
+        )
+    )
 
     def rewards(pairs, side):
-        return scorer.score(
-            [reward_conversation(bank.get(p.scenario_id), getattr(p, side)) for p in pairs]
-        )
+        return [scored[(p.scenario_id, getattr(p, side))] for p in pairs]
 
     train_chosen, train_rejected = rewards(train_pairs, "chosen"), rewards(train_pairs, "rejected")
     held_chosen, held_rejected = rewards(held_pairs, "chosen"), rewards(held_pairs, "rejected")
