@@ -47,14 +47,16 @@ def sign_flip_p_value(
     if len(data) == 0:
         return 1.0
     observed = abs(data.mean()) - 1e-12  # a tolerance for float ties with the observed mean
-    if len(data) <= 16:
-        signs = 1 - 2 * ((np.arange(2 ** len(data))[:, None] >> np.arange(len(data))) & 1)
-    else:
-        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, len(data)))
-    extreme = np.abs((signs * data).mean(axis=1)) >= observed
-    if len(data) <= 16:
-        return float(extreme.mean())
-    return float((extreme.sum() + 1) / (resamples + 1))
+
+    def extreme(signs: np.ndarray) -> np.ndarray:
+        return np.abs((signs * data).mean(axis=1)) >= observed
+
+    count = len(data)
+    if count <= 16:  # exact: every sign pattern
+        signs = 1 - 2 * ((np.arange(2**count)[:, None] >> np.arange(count)) & 1)
+        return float(extreme(signs).mean())
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(resamples, count))
+    return float((extreme(signs).sum() + 1) / (resamples + 1))
 
 
 def mean_with_interval(values: Sequence[float]) -> dict[str, Any]:

@@ -95,8 +95,8 @@ class ServerPool:
         self.adapter: str | None = None
         self.name = "servers:" + ",".join(client.base_url for client in self.clients)
         self._lock = threading.Lock()
-        # the tokens the local engine ends a turn at (pass the model's generation config's
-        # end of sequence through end_of_turn_ids): vLLM stops at the model's own end of
+        # the tokens the local engine ends a turn at (end_of_turn_ids with the model adds
+        # its generation config's end of sequence): vLLM stops at the model's own end of
         # sequence only, unless told (they go out as stop_token_ids)
         if stop_token_ids is None:
             from llm.transformers_backend import end_of_turn_ids

@@ -180,7 +180,7 @@ class TransformersBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_token_id = tokenizer.pad_token_id
-        self.stop_token_ids = self._end_of_turn_ids()
+        self.stop_token_ids = end_of_turn_ids(self.tokenizer, self.model)
         self._cache_keyword = _cache_keyword(model)
         self._cancel: threading.Event | None = None  # set inside cancelled_by()
         # adapters loaded by name at run time (load_adapter); the one given at construction
@@ -274,10 +274,6 @@ class TransformersBackend:
     def _check_cancelled(self) -> None:
         if self._cancel is not None and self._cancel.is_set():
             raise GenerationCancelled(f"{self.name}: generation cancelled by its caller")
-
-    def _end_of_turn_ids(self) -> list[int]:
-        config_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        return end_of_turn_ids(self.tokenizer, config_eos)
 
     # ------------------------------------------------------------------ prompts
     def render(self, conversation: Conversation, assistant_prefix: str = "") -> str:
@@ -838,10 +834,11 @@ class TransformersBackend:
         return results  # type: ignore[return-value]
 
 
-def end_of_turn_ids(tokenizer: Any, config_eos: Any = None) -> list[int]:
-    """The tokens a turn ends at: the tokenizer's end of sequence, the model's own
-    (``config_eos``: its generation config's, an id or a list), and the chat templates'
+def end_of_turn_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """The tokens a turn ends at: the tokenizer's end of sequence, the model's own (its
+    generation config's, an id or a list, when ``model`` is given), and the chat templates'
     end-of-turn tokens (:data:`END_OF_TURN_TOKENS`) the vocabulary has."""
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = set()
     for value in (config_eos, tokenizer.eos_token_id):
         if isinstance(value, int):

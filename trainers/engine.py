@@ -47,13 +47,12 @@ class ServerEngine:
         if pool is None:
             from llm.transformers_backend import end_of_turn_ids
 
-            config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
             pool = ServerPool(
                 rollout.servers,
                 tokenizer,
                 api_key_env=rollout.api_key_env,
                 timeout=rollout.server_timeout,
-                stop_token_ids=end_of_turn_ids(tokenizer, config_eos),
+                stop_token_ids=end_of_turn_ids(tokenizer, model),
             )
         self.pool = pool
         output = Path(config.run.output_dir)

@@ -64,9 +64,10 @@ class NegotiationGRPOTrainer(
         """Generate on the rollout servers. TRL's vLLM path does the rest, as for vLLM
         generations: with ``use_vllm`` set, ``_generate`` calls
         ``vllm_generation.sync_weights()`` before a new step's first rollout and
-        ``_generate_and_score_completions`` applies the truncated importance-sampling correction to the sampled log-probabilities the
-        rollout returns (the GRPOConfig's ``vllm_importance_sampling_*``). Nothing else of
-        the vLLM path runs: generation is the rollout's (``rollout_func``).
+        ``_generate_and_score_completions`` applies the truncated importance-sampling
+        correction to the sampled log-probabilities the rollout returns (the GRPOConfig's
+        ``vllm_importance_sampling_*``). Nothing else of the vLLM path runs: generation is
+        the rollout's (``rollout_func``).
         ``tests/test_trl_overrides.py`` pins the names this relies on."""
         engine.trainer = self
         self.rollout.engine = engine
