@@ -261,7 +261,9 @@ def test_training_on_servers_samples_with_the_current_adapter_at_staleness_0(
     assert len(steps) == 3
     # the servers' log-probabilities are the trainer's own, within float error
     assert all(m["sampling/sampling_logp_difference/max"] < 1e-3 for m in steps)
-    assert all(m["loss"] != 0 for m in steps)  # the weights did change between the steps
+    # the weights did change between the steps (the loss itself can be exactly 0 on-policy:
+    # advantages sum to zero within a group, and the tiny model's turns are all equally long)
+    assert all(m["grad_norm"] > 0 for m in steps)
     # the servers hold none of this run's adapters any more
     listed = json.load(urllib.request.urlopen(f"{servers[0].url}/models", timeout=30))
     assert [m["id"] for m in listed["data"]][1:] == []
