@@ -17,6 +17,7 @@ reward is read where the model would start to answer; training and scoring token
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from importlib import resources
@@ -36,6 +37,17 @@ SHIPPED_ADAPTER = "ca-rm-v1"
 def shipped_adapter(name: str = SHIPPED_ADAPTER) -> Path:
     """The folder of a reward-model adapter that ships inside the package."""
     return Path(str(resources.files("llm") / "reward_models" / name))
+
+
+def adapter_digest(adapter: str | Path, length: int = 8) -> str:
+    """The first ``length`` hex digits of the SHA-256 of the adapter's weight files."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(adapter).glob("*.safetensors")) + sorted(Path(adapter).glob("*.bin")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:length]
 
 
 def read_metadata(adapter: str | Path) -> dict[str, Any]:
@@ -110,7 +122,10 @@ class RewardModelBackend:
         self.max_batch_size = max_batch_size
         self.calibration = dict(metadata["calibration"])
         self.metadata = metadata
-        self.name = f"{metadata['base']}+{metadata.get('name', folder.name)}"
+        # the weights' digest is part of the name, so two adapters trained with the same
+        # recipe (same metadata name) never share judge-cache entries or report rows
+        recipe = metadata.get("name", folder.name)
+        self.name = f"{metadata['base']}+{recipe}@{adapter_digest(folder)}"
 
     @classmethod
     def from_objects(
