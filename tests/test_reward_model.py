@@ -26,7 +26,7 @@ def sources():
 
 
 def test_pairs_are_length_balanced_within_every_flaw(sources):
-    pairs = build_pairs(sources, seed=0)
+    pairs = build_pairs(sources, seed=0, flaws=FLAWS)
     report = length_report(pairs)
     assert set(report["by_flaw"]) == set(FLAWS)
     for flaw, row in report["by_flaw"].items():
@@ -71,6 +71,28 @@ def test_derived_flaws_are_what_they_claim():
     assert len(added) == 1 and flagged.replace(added[0], "").split() == text.split()
 
 
+def test_off_topic_texts_come_from_other_dilemmas_and_near_ones_share_the_parties(sources):
+    pairs = build_pairs(sources, seed=0, flaws=["off_topic", "off_topic_near"])
+    by_text = {s.good_long: s for s in sources} | {s.good_short: s for s in sources}
+    source_of = {s.scenario.id: s for s in sources}
+    same_pair = 0
+    for pair in pairs:
+        record, other = source_of[pair.scenario_id], by_text[pair.rejected]
+        assert other.scenario.dilemma.id != record.scenario.dilemma.id
+        if pair.flaw == "off_topic":
+            assert other.scenario.dilemma.category != record.scenario.dilemma.category
+        else:
+            same_pair += other.scenario.pair.id == record.scenario.pair.id
+            assert (
+                other.scenario.pair.id == record.scenario.pair.id
+                or other.scenario.dilemma.category == record.scenario.dilemma.category
+            )
+    near = [p for p in pairs if p.flaw == "off_topic_near"]
+    assert same_pair >= 0.9 * len(near)  # the persona pairs repeat across the sources
+    single = build_pairs(sources[:1], seed=0, flaws=["off_topic", "off_topic_near"])
+    assert single == []  # one dilemma has nothing to be off topic with
+
+
 def test_held_out_split_keeps_whole_dilemmas_and_flaw_kinds_apart(sources):
     pairs = build_pairs(sources, seed=0)
     train, held = split_pairs(pairs, held_out_share=0.2, seed=1, held_out_flaws=["hostile"])
@@ -89,7 +111,7 @@ def test_authored_flaws_pair_against_both_good_texts(sources):
 
 @pytest.mark.slow
 def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
-    from llm.reward_backend import RewardModelBackend, read_metadata
+    from llm.reward_backend import RewardModelBackend, adapter_digest, read_metadata
     from trainers.reward_model import RewardModelRecipe, train_reward_model
 
     recipe = RewardModelRecipe(
@@ -101,14 +123,31 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
         log_every=4,
         calibration_pairs=8,
         checkpoint_every=6,
+        near_off_topic=True,
+        balance_flaws=True,
     )
     metadata = train_reward_model(tmp_path / "rm", recipe)
     losses = [row["loss"] for row in metadata["log"]]
     assert len(losses) == 12
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    assert "off_topic_near" in metadata["data"]["train"]["by_flaw"]
     assert read_metadata(tmp_path / "rm")["calibration"]["scale"] > 0
+    assert not (tmp_path / "rm" / "README.md").exists()  # peft's empty model card
     scorer = RewardModelBackend(adapter=tmp_path / "rm")
+    assert scorer.name == f"smollm2+ca-rm-v1@{adapter_digest(tmp_path / 'rm')}"
     assert len(scorer.score([[{"role": "user", "content": "hello"}]])) == 1
+
+
+def test_the_adapter_digest_tells_weights_apart(tmp_path):
+    from llm.reward_backend import adapter_digest
+
+    for name, weights in (("one", b"\x00" * 64), ("same", b"\x00" * 64), ("other", b"\x01" * 64)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_model.safetensors").write_bytes(weights)
+        (tmp_path / name / "reward_model.json").write_text(f'{{"name": "{name}"}}')
+    digest = {name: adapter_digest(tmp_path / name) for name in ("one", "same", "other")}
+    assert digest["one"] == digest["same"] != digest["other"]
+    assert len(digest["one"]) == 8
 
 
 @pytest.mark.slow

@@ -4,10 +4,14 @@ The source file (``trainers/data/rm_sources.jsonl``, written for this project) h
 training-split scenarios only, two good resolutions (a long and a short one) and six worse
 ones, each with exactly one authored flaw: ``ignores`` (one party's values absent),
 ``one_sided`` (polished, claims balance, serves one side), ``cost_shift`` (a compromise in
-form whose costs fall on one side), ``vague``, ``hostile`` and ``unactionable``. Four more
-flaws are derived here by rule from the good texts: ``off_topic`` (another scenario's good
-resolution), ``truncated`` (cut mid-sentence), ``repetitive`` (a sentence looping, as a
-degenerate sampler does) and ``addresses_evaluator`` (a line aimed at the grader inserted).
+form whose costs fall on one side), ``vague``, ``hostile`` and ``unactionable``. Five more
+flaws are derived here by rule from the good texts: ``off_topic`` (the good resolution of a
+dilemma of another category), ``off_topic_near`` (the good resolution of another dilemma
+argued by the same two personas, so it speaks of the very values the prompt names, or failing
+that of a dilemma of the same category: only what it is *about* gives it away),
+``truncated`` (cut mid-sentence), ``repetitive`` (a sentence looping, as a degenerate sampler
+does) and ``addresses_evaluator`` (a line aimed at the grader inserted). ``off_topic_near``
+is not in the shipped recipe (:data:`DEFAULT_FLAWS`).
 
 Every pair is (chosen = a good resolution, rejected = a flawed one) for one scenario.
 Lengths are balanced on purpose: each flawed text is paired with the long and the short good
@@ -36,8 +40,11 @@ from negotiation_env.jsonl import DataFileError, read_jsonl, write_jsonl
 from negotiation_env.scenarios import Scenario, ScenarioBank
 
 AUTHORED_FLAWS = ("ignores", "one_sided", "cost_shift", "vague", "hostile", "unactionable")
-DERIVED_FLAWS = ("off_topic", "truncated", "repetitive", "addresses_evaluator")
+DERIVED_FLAWS = ("off_topic", "off_topic_near", "truncated", "repetitive", "addresses_evaluator")
 FLAWS = AUTHORED_FLAWS + DERIVED_FLAWS
+# the shipped recipe's kinds: near off-topic pairs are opt-in (measured, not adopted: see
+# docs/judges.md)
+DEFAULT_FLAWS = tuple(f for f in FLAWS if f != "off_topic_near")
 SIDED_FLAWS = ("ignores", "one_sided", "cost_shift")
 # the judge-quality benchmark's names for the same kinds of flaw
 BENCHMARK_FLAW = {
@@ -48,6 +55,7 @@ BENCHMARK_FLAW = {
     "hostile": "hostile",
     "unactionable": "unactionable",
     "off_topic": "off-topic",
+    "off_topic_near": "off-topic",
     "truncated": "incoherent",
     "repetitive": "incoherent",
     "addresses_evaluator": "addresses-evaluator",
@@ -210,14 +218,40 @@ def _pair(record: SourceRecord, chosen: str, rejected: str, flaw: str) -> Prefer
     )
 
 
+def _off_topic_partner(
+    record: SourceRecord,
+    index: int,
+    sources: Sequence[SourceRecord],
+    near: bool,
+    rng: random.Random,
+) -> SourceRecord | None:
+    """Another dilemma's source: for ``near``, one argued by the same persona pair (else one
+    of the same category); otherwise one of another category (drawn as the shipped adapter's
+    pairs were). Falls back to any other dilemma; None when the sources hold only one."""
+    dilemma = record.scenario.dilemma
+    others = [s for s in sources if s.scenario.dilemma.id != dilemma.id]
+    if not others:
+        return None
+    if near:
+        tiers = [
+            [s for s in others if s.scenario.pair.id == record.scenario.pair.id],
+            [s for s in others if s.scenario.dilemma.category == dilemma.category],
+        ]
+        candidates = next((tier for tier in tiers if tier), others)
+        return candidates[rng.randrange(len(candidates))]
+    candidates = [s for s in others if s.scenario.dilemma.category != dilemma.category] or others
+    return candidates[(index * 7 + rng.randrange(len(candidates))) % len(candidates)]
+
+
 def build_pairs(
-    sources: Sequence[SourceRecord], seed: int = 0, flaws: Iterable[str] = FLAWS
+    sources: Sequence[SourceRecord], seed: int = 0, flaws: Iterable[str] = DEFAULT_FLAWS
 ) -> list[PreferencePair]:
     """(good, flawed) pairs of every source, length-balanced within each flaw kind
     (:func:`balance_lengths`).
 
     Authored flaws: each flawed text against both good texts. Derived flaws, against both
-    good texts: ``off_topic`` another dilemma's good text of each length; ``truncated`` the
+    good texts: ``off_topic`` and ``off_topic_near`` another dilemma's good text of each
+    length (:func:`_off_topic_partner`); ``truncated`` the
     long good text cut, and the short one cut; ``repetitive`` a short loop and a long
     loop; ``addresses_evaluator`` each good text with a line for the grader.
     """
@@ -232,18 +266,12 @@ def build_pairs(
         for flaw in AUTHORED_FLAWS:
             if flaw in wanted:
                 pairs.extend(_pair(record, good, record.flawed[flaw], flaw) for good in goods)
-        if "off_topic" in wanted:
-            others = [
-                s
-                for s in sources
-                if s.scenario.dilemma.id != record.scenario.dilemma.id
-                and s.scenario.dilemma.category != record.scenario.dilemma.category
-            ] or [s for s in sources if s.scenario.dilemma.id != record.scenario.dilemma.id]
-            if others:
-                other = others[(index * 7 + rng.randrange(len(others))) % len(others)]
-                for good in goods:
-                    pairs.append(_pair(record, good, other.good_long, "off_topic"))
-                    pairs.append(_pair(record, good, other.good_short, "off_topic"))
+        for flaw in ("off_topic", "off_topic_near"):
+            if flaw in wanted:
+                other = _off_topic_partner(record, index, sources, flaw == "off_topic_near", rng)
+                for good in goods if other is not None else ():
+                    pairs.append(_pair(record, good, other.good_long, flaw))
+                    pairs.append(_pair(record, good, other.good_short, flaw))
         if "truncated" in wanted:
             cut_long, cut_short = truncate(record.good_long, rng), truncate(record.good_short, rng)
             pairs.append(_pair(record, record.good_long, cut_long, "truncated"))

@@ -31,12 +31,14 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainers.preferences import (
+    DEFAULT_FLAWS,
     FLAWS,
     PreferencePair,
     build_pairs,
@@ -71,6 +73,14 @@ class RewardModelRecipe:
     checkpoint_every: int = field(default=25, metadata={"help": "Checkpoint every N steps."})
     calibration_pairs: int = field(
         default=400, metadata={"help": "Training pairs whose rewards set the calibration."}
+    )
+    near_off_topic: bool = field(
+        default=False,
+        metadata={"help": "Add off-topic pairs from dilemmas argued by the same personas."},
+    )
+    balance_flaws: bool = field(
+        default=False,
+        metadata={"help": "Weight the loss so every kind of flaw counts the same in total."},
     )
 
 
@@ -179,7 +189,8 @@ def train_reward_model(
     out.mkdir(parents=True, exist_ok=True)
     bank = ScenarioBank.default()
     sources = load_sources(recipe.sources or None, bank=bank)[: recipe.max_sources or None]
-    pairs = build_pairs(sources, seed=recipe.seed)
+    flaws = DEFAULT_FLAWS + (("off_topic_near",) if recipe.near_off_topic else ())
+    pairs = build_pairs(sources, seed=recipe.seed, flaws=flaws)
     train_pairs, held_pairs = split_pairs(
         pairs, recipe.held_out_share, recipe.seed, recipe.held_out_flaws
     )
@@ -205,6 +216,11 @@ def train_reward_model(
     peft_model.train()
     parameters = [p for p in peft_model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(parameters, lr=recipe.learning_rate, weight_decay=0.0)
+    kind_counts = Counter(p.flaw for p in train_pairs)
+    weight = {
+        flaw: (len(train_pairs) / (len(kind_counts) * n) if recipe.balance_flaws else 1.0)
+        for flaw, n in kind_counts.items()
+    }
     steps_per_epoch = len({p.scenario_id for p in train_pairs})
     total = recipe.max_steps if recipe.max_steps > 0 else math.ceil(recipe.epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -231,7 +247,9 @@ def train_reward_model(
         rewards = {key: trunk.reward(cached[key]) for key in keys}
         chosen = torch.stack([rewards[(p.scenario_id, p.chosen)] for p in batch])
         rejected = torch.stack([rewards[(p.scenario_id, p.rejected)] for p in batch])
-        loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+        weights = torch.tensor([weight[p.flaw] for p in batch])
+        losses = -torch.nn.functional.logsigmoid(chosen - rejected)
+        loss = (weights * losses).sum() / weights.sum()
         loss = loss + recipe.center_rewards * torch.stack(list(rewards.values())).pow(2).mean()
         optimiser.zero_grad()
         loss.backward()
@@ -278,7 +296,11 @@ def train_reward_model(
         "center": round(statistics.fmean(measured["train_rewards"]), 4),
         "scale": round(max(statistics.pstdev(measured["train_rewards"]), 1e-3), 4),
     }
+    card = out / "README.md"
+    had_card = card.exists()
     peft_model.save_pretrained(str(out))
+    if not had_card:
+        card.unlink(missing_ok=True)  # peft's model-card template, empty and with local paths
     metadata = {
         "name": RECIPE_VERSION,
         "base": recipe.base,
@@ -338,6 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         flag = "--" + name.replace("_", "-")
         if name == "held_out_flaws":
             parser.add_argument(flag, default="", help=f"comma-separated, from {list(FLAWS)}")
+        elif isinstance(getattr(defaults, name), bool):
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=getattr(defaults, name),
+                help=f"{spec.metadata['help']} (default: %(default)s)",
+            )
         else:
             parser.add_argument(
                 flag,
