@@ -251,9 +251,9 @@ def build_pairs(
 
     Authored flaws: each flawed text against both good texts. Derived flaws, against both
     good texts: ``off_topic`` and ``off_topic_near`` another dilemma's good text of each
-    length (:func:`_off_topic_partner`); ``truncated`` the
-    long good text cut, and the short one cut; ``repetitive`` a short loop and a long
-    loop; ``addresses_evaluator`` each good text with a line for the grader.
+    length (:func:`_off_topic_partner`); ``truncated`` the long good text cut, and the short
+    one cut; ``repetitive`` a short loop and a long loop; ``addresses_evaluator`` each good
+    text with a line for the grader.
     """
     wanted = set(flaws)
     unknown = wanted - set(FLAWS)
