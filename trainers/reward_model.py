@@ -360,19 +360,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         flag = "--" + name.replace("_", "-")
         if name == "held_out_flaws":
             parser.add_argument(flag, default="", help=f"comma-separated, from {list(FLAWS)}")
-        elif isinstance(getattr(defaults, name), bool):
-            parser.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=getattr(defaults, name),
-                help=f"{spec.metadata['help']} (default: %(default)s)",
-            )
         else:
+            default = getattr(defaults, name)
+            parse = (
+                {"action": argparse.BooleanOptionalAction}  # --x / --no-x
+                if isinstance(default, bool)
+                else {"type": type(default)}
+            )
             parser.add_argument(
                 flag,
-                type=type(getattr(defaults, name)),
-                default=getattr(defaults, name),
+                default=default,
                 help=f"{spec.metadata['help']} (default: %(default)s)",
+                **parse,
             )
     args = parser.parse_args(argv)
     values = {name: getattr(args, name) for name in RewardModelRecipe.__dataclass_fields__}
