@@ -155,6 +155,12 @@ class _Trunk:
         return self.head(self.decoder.norm(hidden[:, -1]))[0, 0]
 
 
+def _distinct_texts(pairs: Sequence[PreferencePair]) -> list[tuple[str, str]]:
+    """The (scenario id, text) of every side of ``pairs``, each once, in a fixed order: a
+    text is scored under its scenario's prompt, and good texts recur across pairs."""
+    return sorted({(p.scenario_id, t) for p in pairs for t in (p.chosen, p.rejected)})
+
+
 def _scenario_batches(pairs: Sequence[PreferencePair], rng: random.Random) -> list[list[int]]:
     """Pair indices grouped by scenario (a scenario's texts are scored once per step)."""
     groups: dict[str, list[int]] = {}
@@ -200,7 +206,7 @@ def train_reward_model(
     peft_model = get_peft_model(model, _lora_config(recipe, model.config.num_hidden_layers))
     trunk = _Trunk(peft_model, min(recipe.lora_layers, model.config.num_hidden_layers))
 
-    texts = sorted({(p.scenario_id, t) for p in train_pairs for t in (p.chosen, p.rejected)})
+    texts = _distinct_texts(train_pairs)
     ids = encode_for_reward(
         tokenizer, [reward_conversation(bank.get(sid), text) for sid, text in texts]
     )
@@ -243,7 +249,7 @@ def train_reward_model(
         order.extend(_scenario_batches(train_pairs, rng))
     while step < total:
         batch = [train_pairs[i] for i in order[step]]
-        keys = sorted({(p.scenario_id, t) for p in batch for t in (p.chosen, p.rejected)})
+        keys = _distinct_texts(batch)
         rewards = {key: trunk.reward(cached[key]) for key in keys}
         chosen = torch.stack([rewards[(p.scenario_id, p.chosen)] for p in batch])
         rejected = torch.stack([rewards[(p.scenario_id, p.rejected)] for p in batch])
@@ -326,9 +332,7 @@ def _measure(model: Any, tokenizer: Any, bank: Any, train_pairs, held_pairs) -> 
 
     scorer = RewardModelBackend.from_objects(model, tokenizer)
     # each distinct text once: a good resolution is the chosen side of many pairs
-    keys = sorted(
-        {(p.scenario_id, t) for p in (*train_pairs, *held_pairs) for t in (p.chosen, p.rejected)}
-    )
+    keys = _distinct_texts([*train_pairs, *held_pairs])
     scored = dict(
         zip(
             keys,
