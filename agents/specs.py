@@ -12,8 +12,9 @@
 
 Options follow a ``?``: ``smollm2?temperature=0.3&max_new_tokens=64``,
 ``scripted:random?seed=3``. Sampling options (LLM agents): ``temperature``, ``top_p``,
-``top_k``, ``max_new_tokens``, ``seed``, and ``summary_temperature``,
-``summary_max_new_tokens`` for the resolution; the backend options are :mod:`llm.specs`'s.
+``top_k``, ``max_new_tokens``, ``seed``, ``no_repeat_ngram_size``, and
+``summary_temperature``, ``summary_max_new_tokens``, ``summary_no_repeat_ngram_size`` for
+the resolution; the backend options are :mod:`llm.specs`'s.
 """
 
 from __future__ import annotations
@@ -37,8 +38,19 @@ from llm.specs import (
 # Agent specs raise the same error type as backend and judge specs.
 AgentSpecError = SpecError
 
-_SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
-_SUMMARY_OPTIONS = ("summary_temperature", "summary_max_new_tokens")
+_SAMPLING_OPTIONS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_new_tokens",
+    "seed",
+    "no_repeat_ngram_size",
+)
+_SUMMARY_OPTIONS = (
+    "summary_temperature",
+    "summary_max_new_tokens",
+    "summary_no_repeat_ngram_size",
+)
 
 
 # what each sampling option must be: a number (float) or a whole number (int)
@@ -48,6 +60,7 @@ _OPTION_TYPES = {
     "top_k": int,
     "max_new_tokens": int,
     "seed": int,
+    "no_repeat_ngram_size": int,
 }
 
 

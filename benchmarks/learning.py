@@ -93,6 +93,7 @@ def evaluate(args: argparse.Namespace, config: Any, specs: dict[str, str]) -> An
         out=str(Path(args.out) / "eval"),
         max_new_tokens=config.rollout.max_new_tokens,
         summary_max_new_tokens=config.rollout.summary_max_new_tokens,
+        summary_no_repeat_ngram_size=config.rollout.summary_no_repeat_ngram_size,
         env={
             "context_turns": config.env.context_turns,
             "turn_word_limit": config.env.turn_word_limit,

@@ -105,6 +105,8 @@ class BenchConfig:
     # fields, e.g. to evaluate with the turn lengths a policy was trained with.
     max_new_tokens: int = 0
     summary_max_new_tokens: int = 0
+    # no run of this many tokens twice in one resolution (GenerationSettings); 0: off
+    summary_no_repeat_ngram_size: int = 0
     env: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,6 +118,11 @@ class BenchConfig:
         unknown = sorted(set(self.env) - {f.name for f in dataclasses.fields(NegotiationConfig)})
         if unknown:
             raise ValueError(f"env: unknown NegotiationConfig field(s) {unknown}")
+        if self.summary_no_repeat_ngram_size < 0:
+            raise ValueError(
+                "summary_no_repeat_ngram_size: must be >= 0 (0 disables), got "
+                f"{self.summary_no_repeat_ngram_size}"
+            )
         self.negotiation_config()  # any other bad value is refused now, by name
 
     def setting(self, key: str) -> int:
@@ -156,14 +163,19 @@ def sampling(
         config.setting("max_new_tokens"),
         config.setting("summary_max_new_tokens"),
     )
+    ban = config.summary_no_repeat_ngram_size
     if decoding == "greedy":
         return (
             GenerationSettings(max_new_tokens=tokens, temperature=0.0),
-            GenerationSettings(max_new_tokens=summary_tokens, temperature=0.0),
+            GenerationSettings(
+                max_new_tokens=summary_tokens, temperature=0.0, no_repeat_ngram_size=ban
+            ),
         )
     return (
         GenerationSettings(max_new_tokens=tokens, temperature=0.7, top_p=0.95, seed=seed),
-        GenerationSettings(max_new_tokens=summary_tokens, temperature=0.1, seed=seed),
+        GenerationSettings(
+            max_new_tokens=summary_tokens, temperature=0.1, seed=seed, no_repeat_ngram_size=ban
+        ),
     )
 
 
@@ -227,6 +239,11 @@ class Suite:
             "agreement_detector": getattr(self.agreement, "name", type(self.agreement).__name__),
             "observer": observer,
             **({"env": self.config.env} if self.config.env else {}),
+            **(
+                {"summary_no_repeat_ngram_size": self.config.summary_no_repeat_ngram_size}
+                if self.config.summary_no_repeat_ngram_size
+                else {}
+            ),
         }
 
     def _check_resumable(self) -> None:
@@ -607,6 +624,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-turns", type=int, default=7)
     parser.add_argument(
+        "--summary-no-repeat-ngram-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no run of N tokens written twice in one resolution or direct answer (0: off)",
+    )
+    parser.add_argument(
         "--no-baselines", action="store_true", help="do not add the base model and scripted agents"
     )
     parser.add_argument(
@@ -634,6 +658,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         direct=not args.no_direct,
         capability=not args.no_capability,
         max_turns=args.max_turns,
+        summary_no_repeat_ngram_size=args.summary_no_repeat_ngram_size,
         out=args.out,
         run_dirs=args.run_dir,
     )

@@ -51,6 +51,10 @@ class GenerationSettings:
     seed: int | None = None
     stop: tuple[str, ...] = ()  # extra stop strings besides the end-of-turn token
     logprobs: bool = True  # return per-token log-probabilities when the backend can
+    # no run of this many tokens is generated twice in one answer (the prompt does not
+    # count, so an answer may quote it); 0 disables. A guard against the loops small models
+    # fall into at low temperature, like transformers' option of the same name.
+    no_repeat_ngram_size: int = 0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -61,6 +65,10 @@ class GenerationSettings:
             raise ValueError(f"top_p: must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k: must be >= 0, got {self.top_k}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"no_repeat_ngram_size: must be >= 0 (0 disables), got {self.no_repeat_ngram_size}"
+            )
 
 
 @dataclass
@@ -70,7 +78,7 @@ class Generation:
     ``token_ids`` and ``logprobs`` cover the generated tokens only (not the prompt), one
     entry per token; ``logprobs[i]`` is log p(token_i | prompt, tokens_<i) under the
     distribution the token was sampled from (logits / temperature; raw logits when greedy),
-    before top-p/top-k truncation. Remote backends fill ``tokens`` (token strings) instead of
+    before top-p/top-k truncation and the ``no_repeat_ngram_size`` ban. Remote backends fill ``tokens`` (token strings) instead of
     ``token_ids`` when the server does not report ids; ``logprobs`` is None when the backend
     cannot provide them.
     """

@@ -274,8 +274,9 @@ class OpenAIBackend:
     ) -> list[Generation]:
         """One generation per conversation, in order; requests run ``concurrency`` at a time.
 
-        ``top_k`` is sent (as a non-standard field) only when above 0, ``seed`` only when set,
-        ``stop`` only when non-empty. A server that ignores ``logprobs`` yields generations
+        ``top_k`` and ``no_repeat_ngram_size`` are sent (as non-standard fields; ``negotiate
+        serve`` honours both, other servers may ignore them) only when above 0, ``seed`` only
+        when set, ``stop`` only when non-empty. A server that ignores ``logprobs`` yields generations
         whose ``logprobs`` and ``tokens`` are None.
         """
         options: dict[str, Any] = {
@@ -285,6 +286,8 @@ class OpenAIBackend:
         }
         if settings.top_k > 0:
             options["top_k"] = settings.top_k
+        if settings.no_repeat_ngram_size > 0:
+            options["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
         if settings.seed is not None:
             options["seed"] = settings.seed
         if settings.stop:

@@ -238,6 +238,7 @@ def _sampling(payload: Any, max_tokens: int, logprobs: bool) -> GenerationSettin
             temperature=_number(payload, "temperature", defaults.temperature, 0.0),
             top_p=_number(payload, "top_p", defaults.top_p, 0.0, 1.0, open_below=True),
             top_k=_integer(payload, "top_k", defaults.top_k, 0),
+            no_repeat_ngram_size=_integer(payload, "no_repeat_ngram_size", 0, 0),
             seed=_integer(payload, "seed", None, *SEED_RANGE),
             stop=tuple(_strings(stop, "stop")),
             logprobs=logprobs,

@@ -499,16 +499,24 @@ class TransformersBackend:
         return plan_groups(prompts, self.min_shared_prefix)
 
     def _sample(
-        self, logits: torch.Tensor, settings: GenerationSettings, generator: Any
+        self,
+        logits: torch.Tensor,
+        settings: GenerationSettings,
+        generator: Any,
+        banned: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next token of each row and its log-probability under logits / temperature."""
+        """The next token of each row and its log-probability under logits / temperature.
+
+        ``banned`` (rows x vocabulary, True = may not be drawn) truncates the distribution
+        like top-k and top-p do: the reported log-probability is the untruncated one."""
         logits = logits.float()
         temperature = settings.temperature if settings.temperature > 0 else 1.0
         log_probs = torch.log_softmax(logits / temperature, dim=-1)
+        allowed = log_probs if banned is None else log_probs.masked_fill(banned, float("-inf"))
         if settings.temperature == 0:
-            tokens = log_probs.argmax(dim=-1)
+            tokens = allowed.argmax(dim=-1)
         else:
-            filtered = log_probs
+            filtered = allowed
             if settings.top_k and settings.top_k < filtered.shape[-1]:
                 kth = torch.topk(filtered, settings.top_k, dim=-1).values[:, -1:]
                 filtered = filtered.masked_fill(filtered < kth, float("-inf"))
@@ -583,14 +591,17 @@ class TransformersBackend:
         stopped_by_text = [False] * rows
         tokens_per_step, logprobs_per_step = [], []
         next_position = positions[:, -1:] + 1
+        repeats = NgramBan(rows, settings.no_repeat_ngram_size)
         for step in range(settings.max_new_tokens):
             self._check_cancelled()
-            sampled, sampled_logprobs = self._sample(logits, settings, generator)
+            banned = repeats.mask(running.tolist(), logits.shape[-1], logits.device)
+            sampled, sampled_logprobs = self._sample(logits, settings, generator, banned)
             tokens = torch.full((rows,), self.pad_token_id, dtype=torch.long, device=self.device)
             logprobs = torch.zeros(rows, dtype=sampled_logprobs.dtype, device=self.device)
             tokens[running] = sampled
             logprobs[running] = sampled_logprobs
             tokens = tokens.masked_fill(finished, self.pad_token_id)
+            repeats.add(running.tolist(), tokens[running].tolist())
             tokens_per_step.append(tokens)
             logprobs_per_step.append(logprobs)
             was_finished = finished
@@ -832,6 +843,49 @@ class TransformersBackend:
                     for token, value in zip(ids[row].tolist(), values[row].tolist(), strict=True)
                 ]
         return results  # type: ignore[return-value]
+
+
+class NgramBan:
+    """What ``no_repeat_ngram_size`` forbids next in each row of a decode: the token that
+    would complete an n-gram the row has already generated (its prompt is not counted).
+
+    For every row it keeps, per (n-1)-token context, the tokens that followed it; a step's
+    ban is a lookup of the last n-1 tokens. ``size`` 0 bans nothing and costs nothing."""
+
+    def __init__(self, rows: int, size: int):
+        self.size = size
+        self.history: list[list[int]] = [[] for _ in range(rows)]
+        self.followers: list[dict[tuple[int, ...], set[int]]] = [{} for _ in range(rows)]
+
+    def _context(self, row: int) -> tuple[int, ...] | None:
+        history = self.history[row]
+        if len(history) < self.size - 1:
+            return None
+        return tuple(history[len(history) - self.size + 1 :])
+
+    def mask(self, rows: Sequence[int], vocabulary: int, device: Any) -> torch.Tensor | None:
+        """rows x vocabulary, True where a token is banned; None when nothing is."""
+        if self.size == 0:
+            return None
+        banned = None
+        for position, row in enumerate(rows):
+            context = self._context(row)
+            tokens = self.followers[row].get(context, ()) if context is not None else ()
+            if tokens:
+                if banned is None:
+                    banned = torch.zeros(len(rows), vocabulary, dtype=torch.bool, device=device)
+                banned[position, list(tokens)] = True
+        return banned
+
+    def add(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Each of ``rows`` generated the matching one of ``tokens``."""
+        if self.size == 0:
+            return
+        for row, token in zip(rows, tokens, strict=True):
+            context = self._context(row)
+            if context is not None:
+                self.followers[row].setdefault(context, set()).add(token)
+            self.history[row].append(token)
 
 
 def end_of_turn_ids(tokenizer: Any, model: Any = None) -> list[int]:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks.perf_servers import free_port
-from benchmarks.suite import BenchConfig, Suite, held_out_scenarios
+from benchmarks.suite import BenchConfig, Suite, held_out_scenarios, sampling
 from negotiation_env.judges import Judgement, KeywordRubricJudge
 from negotiation_env.scenarios import ScenarioBank
 
@@ -213,3 +213,19 @@ def test_every_agent_spec_is_checked_before_anything_runs(tmp_path, bad, message
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         Suite(config)
     assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_the_no_repeat_ban_applies_to_resolutions_only_and_is_part_of_the_record_settings(
+    tmp_path,
+):
+    config = quick(tmp_path, summary_no_repeat_ngram_size=6)
+    for decoding in ("greedy", "sampled"):
+        dialogue, summary = sampling(config, decoding, seed=0)
+        assert (dialogue.no_repeat_ngram_size, summary.no_repeat_ngram_size) == (0, 6)
+    settings = Suite(config, judge=KeywordRubricJudge()).record_settings()
+    assert settings["summary_no_repeat_ngram_size"] == 6
+    # off (the default): results recorded before the option existed still match
+    plain = Suite(quick(tmp_path / "plain"), judge=KeywordRubricJudge()).record_settings()
+    assert "summary_no_repeat_ngram_size" not in plain
+    with pytest.raises(ValueError, match="summary_no_repeat_ngram_size: must be >= 0"):
+        quick(tmp_path, summary_no_repeat_ngram_size=-1)

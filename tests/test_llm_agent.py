@@ -76,7 +76,10 @@ def test_mixed_phases_in_one_batch_use_each_phases_settings():
 
 
 def test_llm_specs_share_backends_and_apply_options(smollm2):
-    agent = load_agent("smollm2?temperature=0.2&max_new_tokens=12&summary_max_new_tokens=30&seed=4")
+    agent = load_agent(
+        "smollm2?temperature=0.2&max_new_tokens=12&summary_max_new_tokens=30&seed=4"
+        "&summary_no_repeat_ngram_size=6"
+    )
     assert agent.backend is smollm2  # loaded once per process
     assert (agent.dialogue.temperature, agent.dialogue.max_new_tokens, agent.dialogue.seed) == (
         0.2,
@@ -88,6 +91,7 @@ def test_llm_specs_share_backends_and_apply_options(smollm2):
         0.1,
         4,
     )
+    assert (agent.summary.no_repeat_ngram_size, agent.dialogue.no_repeat_ngram_size) == (6, 0)
     with pytest.raises(AgentSpecError, match="unknown option"):
         load_agent("smollm2?colour=blue")
 
@@ -98,6 +102,7 @@ def test_llm_specs_share_backends_and_apply_options(smollm2):
         ("smollm2?temperature=hot", "option temperature must be a number, got 'hot'"),
         ("smollm2?top_k=2.5", "option top_k must be a whole number"),
         ("smollm2?temperature=-1", "temperature: must be >= 0"),
+        ("smollm2?summary_no_repeat_ngram_size=-2", "no_repeat_ngram_size: must be >= 0"),
         ("smollm2?temprature=0.3", "sampling options: \\['temperature'"),
         ("smollm2?temprature=0.3", "backend options: \\['adapter'"),
         ("smollm2?a&&b", "malformed options after '\\?'"),

@@ -112,7 +112,13 @@ def test_batch_through_own_server_keeps_input_order_logprobs_and_settings(canned
     double, server = canned
     backend = client(server.url, concurrency=4)
     settings = GenerationSettings(
-        max_new_tokens=7, temperature=0.3, top_p=0.9, top_k=5, seed=11, stop=("END",)
+        max_new_tokens=7,
+        temperature=0.3,
+        top_p=0.9,
+        top_k=5,
+        seed=11,
+        stop=("END",),
+        no_repeat_ngram_size=4,
     )
     generations = backend.generate([user(f"question {i}") for i in range(10)], settings)
     assert [g.text for g in generations] == [f"reply to: question {i}" for i in range(10)]
@@ -634,7 +640,14 @@ def test_request_carries_only_the_settings_that_are_set(fault_server):
     backend = client(server.url)
     generate_one(backend, max_new_tokens=5, temperature=0.0, logprobs=False)
     generate_one(
-        backend, max_new_tokens=9, temperature=1.1, top_p=0.8, top_k=4, seed=3, stop=("x",)
+        backend,
+        max_new_tokens=9,
+        temperature=1.1,
+        top_p=0.8,
+        top_k=4,
+        seed=3,
+        stop=("x",),
+        no_repeat_ngram_size=5,
     )
     plain, full = (request["body"] for request in server.requests)
     assert {key: value for key, value in plain.items() if key != "messages"} == {
@@ -645,6 +658,7 @@ def test_request_carries_only_the_settings_that_are_set(fault_server):
     }
     assert full["max_tokens"] == 9 and full["temperature"] == 1.1 and full["top_p"] == 0.8
     assert full["top_k"] == 4 and full["seed"] == 3 and full["stop"] == ["x"]
+    assert full["no_repeat_ngram_size"] == 5
     assert full["logprobs"] is True and full["messages"] == user("hi")
 
 

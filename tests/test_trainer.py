@@ -83,6 +83,8 @@ def test_unknown_or_mistyped_settings_name_the_key():
         TrainConfig.from_dict({"rollout": {"seats": "both"}})
     with pytest.raises(ValueError, match="env.*max_turns"):
         TrainConfig.from_dict({"env": {"max_turns": 0}})
+    with pytest.raises(ValueError, match="rollout.summary_no_repeat_ngram_size: must be >= 0"):
+        TrainConfig.from_dict({"rollout": {"summary_no_repeat_ngram_size": -1}})
 
 
 def test_server_engine_settings_are_checked_together():
@@ -176,7 +178,8 @@ def test_paper_defaults():
         config.rollout.temperature,
         config.rollout.top_p,
         config.rollout.summary_temperature,
-    ) == (0.7, 0.95, 0.1)
+        config.rollout.summary_no_repeat_ngram_size,
+    ) == (0.7, 0.95, 0.1, 0)
     assert (config.env.max_turns, config.env.context_turns, config.env.mode) == (7, 2, "training")
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llm.interface import BackendError, GenerationSettings
-from llm.transformers_backend import TransformersBackend
+from llm.transformers_backend import NgramBan, TransformersBackend
 from tests.conftest import chat
 
 QUESTIONS = [
@@ -64,6 +64,56 @@ def test_dropping_finished_rows_changes_no_token_and_no_logprob(smollm2):
         assert fast.token_ids == slow.token_ids
         assert fast.finish_reason == slow.finish_reason
         assert fast.logprobs == pytest.approx(slow.logprobs, abs=1e-4)
+
+
+def _repeated_ngrams(tokens: list[int], size: int) -> int:
+    runs = [tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)]
+    return len(runs) - len(set(runs))
+
+
+def test_ngram_ban_forbids_the_token_that_would_repeat_a_run_of_the_same_row():
+    ban = NgramBan(rows=3, size=2)
+    for step in ([5, 7, 1], [6, 7, 2], [5, 8, 3]):  # row 0: 5 6 5; row 1: 7 7 8; row 2: 1 2 3
+        ban.add([0, 1, 2], step)
+    mask = ban.mask([0, 1, 2], vocabulary=10, device="cpu")
+    assert mask[0].nonzero().flatten().tolist() == [6]  # "5 6" was written: 6 may not follow 5
+    assert not mask[1].any() and not mask[2].any()  # 8 and 3 were never followed
+    # rows that left the batch: mask positions follow the running rows, not row numbers
+    assert ban.mask([1, 0], vocabulary=10, device="cpu")[1].nonzero().flatten().tolist() == [6]
+    assert NgramBan(rows=1, size=0).mask([0], 10, "cpu") is None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_no_repeat_ngram_size_leaves_no_run_twice_and_reports_untruncated_logprobs(
+    smollm2, temperature
+):
+    conversations = [chat(q) for q in QUESTIONS] + [chat("Say 'we share the water' 6 times.")]
+    settings = GenerationSettings(max_new_tokens=64, temperature=temperature, seed=0)
+    plain = smollm2.generate(conversations, settings)
+    banned_settings = GenerationSettings(
+        max_new_tokens=64, temperature=temperature, seed=0, no_repeat_ngram_size=3
+    )
+    banned = smollm2.generate(conversations, banned_settings)
+    assert sum(_repeated_ngrams(g.token_ids, 3) for g in plain) > 0  # there is a run to ban
+    assert [_repeated_ngrams(g.token_ids, 3) for g in banned] == [0] * len(conversations)
+    # each token's log-probability is the model's own, before the ban (as before top-p)
+    fresh = smollm2.sequence_logprobs(
+        [g.prompt_token_ids for g in banned],
+        [g.token_ids for g in banned],
+        temperature=temperature,
+    )
+    for generation, expected in zip(banned, fresh, strict=True):
+        assert generation.logprobs == pytest.approx(expected, abs=1e-3)
+    # rows leaving the batch early (stop string) keep their own histories
+    stopping = GenerationSettings(
+        max_new_tokens=64, temperature=0, stop=("!",), no_repeat_ngram_size=3
+    )
+    kept_rows = TransformersBackend.from_objects(smollm2.model, smollm2.tokenizer)
+    kept_rows.drop_finished = False
+    dropped = smollm2.generate(conversations, stopping)
+    assert [g.token_ids for g in dropped] == [
+        g.token_ids for g in kept_rows.generate(conversations, stopping)
+    ]
 
 
 def test_top_p_shortlist_keeps_exactly_what_a_full_sort_keeps(smollm2):
@@ -160,6 +210,7 @@ def test_bad_settings_are_rejected_naming_the_field():
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"temperature": -1}, "temperature"),
         ({"top_p": 0}, "top_p"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
     ):
         with pytest.raises(ValueError, match=field):
             GenerationSettings(**bad)

@@ -102,6 +102,14 @@ class RolloutConfig:
     summary_max_new_tokens: int = field(
         default=256, metadata={"help": "Token limit for the resolution."}
     )
+    summary_no_repeat_ngram_size: int = field(
+        default=0,
+        metadata={
+            "help": "No run of this many tokens is written twice in one resolution (0: off; "
+            "the paper has none). Resolution tokens are not trained, so this changes what is "
+            "judged, not the policy gradient's sampling."
+        },
+    )
     split: str = field(default="train", metadata={"help": "Scenario pool for training."})
     max_scenarios: int = field(
         default=0, metadata={"help": "Use only the first N scenarios of the pool (0 = all)."}
@@ -283,6 +291,11 @@ class TrainConfig:
                 raise ValueError(
                     f"rollout.{name}: must be at least 1, got {getattr(self.rollout, name)}"
                 )
+        if self.rollout.summary_no_repeat_ngram_size < 0:
+            raise ValueError(
+                "rollout.summary_no_repeat_ngram_size: must be >= 0 (0 disables), got "
+                f"{self.rollout.summary_no_repeat_ngram_size}"
+            )
         if self.rollout.group_size < 2:
             raise ValueError(
                 "rollout.group_size: GRPO compares dialogues in a group; use at least 2"

@@ -173,6 +173,7 @@ class SelfPlayRollout(Rollout):
             max_new_tokens=config.rollout.summary_max_new_tokens,
             temperature=config.rollout.summary_temperature,
             top_p=1.0,
+            no_repeat_ngram_size=config.rollout.summary_no_repeat_ngram_size,
         )
 
     def dialogue_scenarios(self, prompts: list[str]) -> list[str]:
