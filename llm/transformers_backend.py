@@ -773,12 +773,10 @@ class TransformersBackend:
         # the position before each completion token predicts it: keep n + 1 positions
         output, _, _ = self._prefill(sequences, keep=[n + 1 for n in lengths])
         log_probs = torch.log_softmax(output.logits[:, :-1].float() / scale, dim=-1)
+        # each row's last ``longest`` tokens, left-padded when the whole row is shorter (only
+        # its last ``lengths[i]`` targets are read)
         tails = torch.tensor(
-            [
-                list(s[len(s) - longest :]) if len(s) >= longest else [0] * longest
-                for s in sequences
-            ],
-            device=self.device,
+            [([0] * longest + list(s))[-longest:] for s in sequences], device=self.device
         )
         targets = log_probs[:, -longest:].gather(-1, tails[:, :, None]).squeeze(-1)
         return [targets[row, longest - n :].tolist() if n else [] for row, n in enumerate(lengths)]

@@ -66,6 +66,18 @@ def test_dropping_finished_rows_changes_no_token_and_no_logprob(smollm2):
         assert fast.logprobs == pytest.approx(slow.logprobs, abs=1e-4)
 
 
+def test_sequence_logprobs_of_rows_shorter_than_the_longest_completion_are_their_own(smollm2):
+    # A row whose prompt and completion together are shorter than another row's completion
+    # (perplexity scores passages of different lengths after a one-token prompt) once read
+    # zeros as its targets.
+    prompts = smollm2.encode(["Hello there, how are you today my friend?", "Hi"])
+    completions = smollm2.encode([" I am fine, thank you very much for asking. And you?", " Yes."])
+    together = smollm2.sequence_logprobs(prompts, completions, temperature=0.7)
+    for prompt, completion, batched in zip(prompts, completions, together, strict=True):
+        alone = smollm2.sequence_logprobs([prompt], [completion], temperature=0.7)[0]
+        assert batched == pytest.approx(alone, abs=1e-3)
+
+
 def _repeated_ngrams(tokens: list[int], size: int) -> int:
     runs = [tuple(tokens[i : i + size]) for i in range(len(tokens) - size + 1)]
     return len(runs) - len(set(runs))
