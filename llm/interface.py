@@ -78,9 +78,9 @@ class Generation:
     ``token_ids`` and ``logprobs`` cover the generated tokens only (not the prompt), one
     entry per token; ``logprobs[i]`` is log p(token_i | prompt, tokens_<i) under the
     distribution the token was sampled from (logits / temperature; raw logits when greedy),
-    before top-p/top-k truncation and the ``no_repeat_ngram_size`` ban. Remote backends fill ``tokens`` (token strings) instead of
-    ``token_ids`` when the server does not report ids; ``logprobs`` is None when the backend
-    cannot provide them.
+    before top-p/top-k truncation and the ``no_repeat_ngram_size`` ban. Remote backends fill
+    ``tokens`` (token strings) instead of ``token_ids`` when the server does not report ids;
+    ``logprobs`` is None when the backend cannot provide them.
     """
 
     text: str

@@ -276,8 +276,8 @@ class OpenAIBackend:
 
         ``top_k`` and ``no_repeat_ngram_size`` are sent (as non-standard fields; ``negotiate
         serve`` honours both, other servers may ignore them) only when above 0, ``seed`` only
-        when set, ``stop`` only when non-empty. A server that ignores ``logprobs`` yields generations
-        whose ``logprobs`` and ``tokens`` are None.
+        when set, ``stop`` only when non-empty. A server that ignores ``logprobs`` yields
+        generations whose ``logprobs`` and ``tokens`` are None.
         """
         options: dict[str, Any] = {
             "max_tokens": settings.max_new_tokens,

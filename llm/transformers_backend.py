@@ -591,17 +591,22 @@ class TransformersBackend:
         stopped_by_text = [False] * rows
         tokens_per_step, logprobs_per_step = [], []
         next_position = positions[:, -1:] + 1
-        repeats = NgramBan(rows, settings.no_repeat_ngram_size)
+        repeats = (
+            NgramBan(rows, settings.no_repeat_ngram_size) if settings.no_repeat_ngram_size else None
+        )
         for step in range(settings.max_new_tokens):
             self._check_cancelled()
-            banned = repeats.mask(running.tolist(), logits.shape[-1], logits.device)
+            banned = None
+            if repeats is not None:
+                banned = repeats.mask(running.tolist(), logits.shape[-1], logits.device)
             sampled, sampled_logprobs = self._sample(logits, settings, generator, banned)
             tokens = torch.full((rows,), self.pad_token_id, dtype=torch.long, device=self.device)
             logprobs = torch.zeros(rows, dtype=sampled_logprobs.dtype, device=self.device)
             tokens[running] = sampled
             logprobs[running] = sampled_logprobs
             tokens = tokens.masked_fill(finished, self.pad_token_id)
-            repeats.add(running.tolist(), tokens[running].tolist())
+            if repeats is not None:
+                repeats.add(running.tolist(), tokens[running].tolist())
             tokens_per_step.append(tokens)
             logprobs_per_step.append(logprobs)
             was_finished = finished
@@ -848,7 +853,7 @@ class NgramBan:
     would complete an n-gram the row has already generated (its prompt is not counted).
 
     For every row it keeps, per (n-1)-token context, the tokens that followed it; a step's
-    ban is a lookup of the last n-1 tokens. ``size`` 0 bans nothing and costs nothing."""
+    ban is a lookup of the last n-1 tokens. ``size`` 0 bans nothing."""
 
     def __init__(self, rows: int, size: int):
         self.size = size
