@@ -78,6 +78,10 @@ TIERS = {
 BASELINES = ("smollm2", "scripted:mediator", "scripted:stubborn", "scripted:conceding")
 SCENARIO_SEED = 20261127  # fixes which held-out scenarios each tier uses
 OBSERVED = "+observer"  # suffix of an agent's name when it ran under the observer
+# Version of how capability records are measured. Records without it (before 2) have a wrong
+# perplexity (sequence_logprobs misread passages shorter than a batch's longest) and are
+# measured again on resume; the latest record of an agent is the one reported.
+CAPABILITY_SCORING = 2
 SETTINGS_FILE = "settings.json"
 RECORD_FILES = ("records.jsonl", "pairwise.jsonl", "capability.jsonl")
 
@@ -493,7 +497,11 @@ class Suite:
         from benchmarks.capability.instructions import load_prompts, score_answers
         from benchmarks.capability.perplexity import load_passages, model_perplexity
 
-        done = {r["agent"] for r in self._records("capability.jsonl")}
+        done = {
+            r["agent"]
+            for r in self._records("capability.jsonl")
+            if r.get("scoring") == CAPABILITY_SCORING
+        }
         passages = load_passages()[: self.config.setting("passages") or None]
         prompts = load_prompts()[: self.config.setting("instructions") or None]
         for agent_spec in self.agents:
@@ -502,6 +510,7 @@ class Suite:
             agent = load_agent(agent_spec)
             record: dict[str, Any] = {
                 "agent": agent_spec,
+                "scoring": CAPABILITY_SCORING,
                 "passages": len(passages),
                 "instructions": len(prompts),
             }

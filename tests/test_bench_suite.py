@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks.perf_servers import free_port
-from benchmarks.suite import BenchConfig, Suite, held_out_scenarios, sampling
+from benchmarks.suite import CAPABILITY_SCORING, BenchConfig, Suite, held_out_scenarios, sampling
 from negotiation_env.judges import Judgement, KeywordRubricJudge
 from negotiation_env.scenarios import ScenarioBank
 
@@ -229,3 +229,20 @@ def test_the_no_repeat_ban_applies_to_resolutions_only_and_is_part_of_the_record
     assert "summary_no_repeat_ngram_size" not in plain
     with pytest.raises(ValueError, match="summary_no_repeat_ngram_size: must be >= 0"):
         quick(tmp_path, summary_no_repeat_ngram_size=-1)
+
+
+def test_capability_records_from_before_the_perplexity_fix_are_measured_again(
+    tmp_path, tiny_model_dir
+):
+    spec = f"hf:{tiny_model_dir}"
+    suite = Suite(quick(tmp_path, agents=[spec]))
+    stale = {"agent": spec, "passages": 12, "instructions": 16, "perplexity": 1484.0}
+    path = tmp_path / "capability.jsonl"
+    path.write_text(json.dumps(stale) + "\n")
+    suite.capability()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 2 and records[0] == stale  # the old record is kept, not rewritten
+    assert records[1]["scoring"] == CAPABILITY_SCORING and records[1]["perplexity"] != 1484.0
+    assert suite.aggregate()["agents"][0]["capability"] == records[1]  # the latest is reported
+    suite.capability()  # a current record is not measured again
+    assert len(path.read_text().splitlines()) == 2
