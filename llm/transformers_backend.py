@@ -591,22 +591,17 @@ class TransformersBackend:
         stopped_by_text = [False] * rows
         tokens_per_step, logprobs_per_step = [], []
         next_position = positions[:, -1:] + 1
-        repeats = (
-            NgramBan(rows, settings.no_repeat_ngram_size) if settings.no_repeat_ngram_size else None
-        )
+        repeats = NgramBan(rows, settings.no_repeat_ngram_size)
         for step in range(settings.max_new_tokens):
             self._check_cancelled()
-            banned = None
-            if repeats is not None:
-                banned = repeats.mask(running.tolist(), logits.shape[-1], logits.device)
+            banned = repeats.mask(running, logits.shape[-1], logits.device)
             sampled, sampled_logprobs = self._sample(logits, settings, generator, banned)
             tokens = torch.full((rows,), self.pad_token_id, dtype=torch.long, device=self.device)
             logprobs = torch.zeros(rows, dtype=sampled_logprobs.dtype, device=self.device)
             tokens[running] = sampled
             logprobs[running] = sampled_logprobs
             tokens = tokens.masked_fill(finished, self.pad_token_id)
-            if repeats is not None:
-                repeats.add(running.tolist(), tokens[running].tolist())
+            repeats.add(running, tokens)
             tokens_per_step.append(tokens)
             logprobs_per_step.append(logprobs)
             was_finished = finished
@@ -853,7 +848,8 @@ class NgramBan:
     would complete an n-gram the row has already generated (its prompt is not counted).
 
     For every row it keeps, per (n-1)-token context, the tokens that followed it; a step's
-    ban is a lookup of the last n-1 tokens. ``size`` 0 bans nothing."""
+    ban is a lookup of the last n-1 tokens. ``size`` 0 bans nothing and reads nothing back
+    from the tensors it is given (the decode loop calls it every step either way)."""
 
     def __init__(self, rows: int, size: int):
         self.size = size
@@ -866,12 +862,13 @@ class NgramBan:
             return None
         return tuple(history[len(history) - self.size + 1 :])
 
-    def mask(self, rows: Sequence[int], vocabulary: int, device: Any) -> torch.Tensor | None:
-        """rows x vocabulary, True where a token is banned; None when nothing is."""
+    def mask(self, rows: torch.Tensor, vocabulary: int, device: Any) -> torch.Tensor | None:
+        """len(rows) x vocabulary, True where a token is banned for that row; None when
+        nothing is. ``rows`` are the decode's row numbers, in batch order."""
         if self.size == 0:
             return None
         banned = None
-        for position, row in enumerate(rows):
+        for position, row in enumerate(rows.tolist()):
             context = self._context(row)
             tokens = self.followers[row].get(context, ()) if context is not None else ()
             if tokens:
@@ -880,11 +877,11 @@ class NgramBan:
                 banned[position, list(tokens)] = True
         return banned
 
-    def add(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
-        """Each of ``rows`` generated the matching one of ``tokens``."""
+    def add(self, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Each of ``rows`` generated its entry of ``tokens`` (one per row of the decode)."""
         if self.size == 0:
             return
-        for row, token in zip(rows, tokens, strict=True):
+        for row, token in zip(rows.tolist(), tokens[rows].tolist(), strict=True):
             context = self._context(row)
             if context is not None:
                 self.followers[row].setdefault(context, set()).add(token)

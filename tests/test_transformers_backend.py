@@ -85,14 +85,16 @@ def _repeated_ngrams(tokens: list[int], size: int) -> int:
 
 def test_ngram_ban_forbids_the_token_that_would_repeat_a_run_of_the_same_row():
     ban = NgramBan(rows=3, size=2)
+    every_row = torch.tensor([0, 1, 2])
     for step in ([5, 7, 1], [6, 7, 2], [5, 8, 3]):  # row 0: 5 6 5; row 1: 7 7 8; row 2: 1 2 3
-        ban.add([0, 1, 2], step)
-    mask = ban.mask([0, 1, 2], vocabulary=10, device="cpu")
+        ban.add(every_row, torch.tensor(step))
+    mask = ban.mask(every_row, vocabulary=10, device="cpu")
     assert mask[0].nonzero().flatten().tolist() == [6]  # "5 6" was written: 6 may not follow 5
     assert not mask[1].any() and not mask[2].any()  # 8 and 3 were never followed
     # rows that left the batch: mask positions follow the running rows, not row numbers
-    assert ban.mask([1, 0], vocabulary=10, device="cpu")[1].nonzero().flatten().tolist() == [6]
-    assert NgramBan(rows=1, size=0).mask([0], 10, "cpu") is None
+    reordered = ban.mask(torch.tensor([1, 0]), vocabulary=10, device="cpu")
+    assert reordered[1].nonzero().flatten().tolist() == [6]
+    assert NgramBan(rows=1, size=0).mask(torch.tensor([0]), 10, "cpu") is None
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
