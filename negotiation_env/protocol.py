@@ -405,6 +405,11 @@ class Negotiation:
         k = self.config.context_turns
         return list(self.turns) if k is None else list(self.turns[-k:])
 
+    def resolution_messages(self) -> list[dict[str, str]]:
+        """The chat the summarizer continues to write the resolution, from the dialogue so
+        far (also after the episode, e.g. to write further resolutions of one dialogue)."""
+        return self._summary_messages(self.config.summarizer)
+
     def _summary_messages(self, agent: str) -> list[dict[str, str]]:
         p = self.prompts
         persona, partner = self.persona(agent), self.persona(partner_of(agent))
