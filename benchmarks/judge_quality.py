@@ -10,6 +10,9 @@ kind of flaw in the worse one; in 44 of them the worse one is at least as long (
 written separately and never looked at while building it). ``agreement_quality.jsonl``:
 the last two turns of negotiations labelled agreed / not agreed, with tricky kinds (polite
 disagreement, agreement words without agreement, reluctant acceptance, ...).
+``judge_select.jsonl`` (``--items``): 72 pairs by other authors on training-split dilemmas
+no other judge data uses, 8 per kind of flaw, kept out of every training and tuning step
+(docs/judges.md: on it the reward model's accuracy falls from 0.86 to 0.65).
 
 For every model x rubric wording x mode:
 

@@ -147,3 +147,26 @@ def markdown_of(report):
         for name, rows in report["adversarial"].items()
     }
     return markdown({**base, "runs": runs, "adversarial": adversarial})
+
+
+def test_the_selection_set_is_balanced_and_shares_no_dilemma_with_other_judge_data():
+    """judge_select.jsonl measures judges on text nobody built or tuned one on: its dilemmas
+    appear in no other labelled set and in none of the reward model's training sources."""
+    import collections
+    import json
+    from pathlib import Path
+
+    items = load_items(Path("benchmarks/data/judge_select.jsonl"))
+    assert set(collections.Counter(i["flaw"] for i in items).values()) == {8}
+    mine = {i["scenario_id"].split("/")[0] for i in items}
+    assert len(mine) == len(items)
+    others = set()
+    for path in (
+        "benchmarks/data/judge_quality.jsonl",
+        "benchmarks/data/judge_dev.jsonl",
+        "trainers/data/rm_sources.jsonl",
+    ):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            others.add(json.loads(line)["scenario_id"].split("/")[0])
+    assert not mine & others
+    assert {i["length"] for i in items} == {"worse-longer", "worse-shorter", "similar"}
