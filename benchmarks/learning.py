@@ -26,7 +26,6 @@ Stages, each resumable (rerun the same command after an interruption):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -37,7 +36,8 @@ from typing import Any
 from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
 from benchmarks.metrics import bootstrap_interval, efficiency, sign_flip_p_value
-from negotiation_env.jsonl import append_jsonl, read_jsonl_records, write_text_atomic
+from benchmarks.report import write_results
+from negotiation_env.jsonl import append_jsonl, read_jsonl_records
 
 BASELINES = ("single-agent",)
 UNTRAINED = "untrained"
@@ -597,10 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     results["training_seconds"] = seconds
     results["skip_scenarios"] = args.skip_scenarios
     results["seconds"] = round(time.perf_counter() - started, 1)
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
-    text = markdown(results)
-    write_text_atomic(out / "results.md", text)
-    print(text)
+    write_results(out, results, markdown(results))
     return 0
 
 

@@ -253,6 +253,14 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def write_results(out: Path, results: dict[str, Any], text: str) -> None:
+    """A standalone benchmark's ``results.json`` (numbers written as floats) and its
+    ``results.md`` (``text``), each replaced atomically; the markdown is also printed."""
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
+    write_text_atomic(out / "results.md", text)
+    print(text)
+
+
 def write_report(results: dict[str, Any], out: Path) -> None:
     """``results.md``, the plots and ``results.json``; each replaced atomically, so a run
     killed while writing leaves the previous report files whole."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import statistics
 import sys
@@ -38,7 +37,7 @@ from benchmarks.learning import (
     second_judging,
 )
 from benchmarks.machine import describe_machine, machine_line
-from negotiation_env.jsonl import write_text_atomic
+from benchmarks.report import write_results
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
@@ -178,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     results["seconds"] = round(time.perf_counter() - started, 1)
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
-    write_text_atomic(out / "results.md", markdown(results))
-    print(markdown(results))
+    write_results(out, results, markdown(results))
     return 0
 
 

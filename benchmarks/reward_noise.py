@@ -39,6 +39,7 @@ from typing import Any
 
 from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
+from benchmarks.report import write_results
 from negotiation_env.jsonl import read_jsonl_records, write_jsonl, write_text_atomic
 
 RECORDS = "records.jsonl"
@@ -297,9 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summarise(records),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
-    write_text_atomic(out / "results.md", markdown(results))
-    print(markdown(results))
+    write_results(out, results, markdown(results))
     return 0
 
 
