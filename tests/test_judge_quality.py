@@ -165,6 +165,7 @@ def test_the_selection_set_is_balanced_and_shares_no_dilemma_with_other_judge_da
         "benchmarks/data/judge_quality.jsonl",
         "benchmarks/data/judge_dev.jsonl",
         "trainers/data/rm_sources.jsonl",
+        "trainers/data/rm_sources_other_authors.jsonl",
     ):
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             others.add(json.loads(line)["scenario_id"].split("/")[0])

@@ -11,10 +11,13 @@ from trainers.preferences import (
     AUTHORED_FLAWS,
     FLAWS,
     build_pairs,
+    default_sources_path,
     insert_evaluator_line,
     length_report,
+    load_source_list,
     load_sources,
     repeat,
+    source_set_path,
     split_pairs,
     truncate,
 )
@@ -42,6 +45,25 @@ def test_every_source_is_a_training_scenario(sources, bank):
     assert len({s.scenario.dilemma.id for s in sources}) >= 100
 
 
+def test_the_other_authors_add_hands_not_dilemmas(sources, bank):
+    """The second source set: 16 writers in 8 styles, on dilemmas the shipped set already
+    has (so every judge set's dilemmas stay apart from all training data), with lengths
+    that leave "the longer one wins" near chance before any balancing."""
+    records = [json.loads(line) for line in open(source_set_path("other-authors"))]
+    others = load_source_list("other-authors", bank=bank)
+    assert len(others) == len(records) == 80
+    assert len({r["writer"] for r in records}) == 16 and len({r["style"] for r in records}) == 8
+    shipped = {s.scenario.id for s in sources}
+    assert {s.scenario.id for s in others} <= shipped
+    good_longer = [
+        len(good.split()) > len(s.flawed[flaw].split())
+        for s in others
+        for good in (s.good_long, s.good_short)
+        for flaw in AUTHORED_FLAWS
+    ]
+    assert 0.35 < sum(good_longer) / len(good_longer) < 0.65
+
+
 def test_a_test_split_scenario_is_refused(tmp_path, sources):
     record = json.loads(
         next(open(__import__("trainers.preferences").preferences.default_sources_path()))
@@ -51,6 +73,41 @@ def test_a_test_split_scenario_is_refused(tmp_path, sources):
     path.write_text(json.dumps(record) + "\n", encoding="utf-8")
     with pytest.raises(DataFileError, match=r"sources.jsonl:1: field 'scenario_id'.*test split"):
         load_sources(path)
+
+
+def test_a_source_list_joins_named_sets_and_files_in_order(tmp_path, sources, bank):
+    first = json.loads(next(open(default_sources_path())))
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(first) + "\n", encoding="utf-8")
+    joined = load_source_list(f"shipped, {path}", bank=bank)
+    assert len(joined) == len(sources) + 1
+    assert joined[-1].scenario.id == joined[0].scenario.id  # a scenario may recur
+    assert len(load_source_list("", bank=bank)) == len(sources)
+    with pytest.raises(DataFileError, match=r"nowhere.jsonl.*file not found"):
+        load_source_list("shipped,nowhere.jsonl", bank=bank)
+
+
+def test_the_bottom_cache_computes_a_sequence_once_and_keys_by_base_and_split(tmp_path):
+    import torch
+
+    from trainers.reward_model import _BottomCache
+
+    calls = []
+
+    def compute(ids):
+        calls.append(list(ids))
+        return torch.tensor([[float(sum(ids))]])
+
+    cache = _BottomCache(tmp_path / "c", "smollm2", 26)
+    assert cache.get([1, 2], compute).item() == 3.0
+    assert cache.get([1, 2], compute).item() == 3.0  # read back, not recomputed
+    assert cache.get([2, 1], compute).item() == 3.0
+    assert calls == [[1, 2], [2, 1]] and cache.hits == 1
+    again = _BottomCache(tmp_path / "c", "smollm2", 26)  # another run: read from disk
+    assert again.get([1, 2], compute).item() == 3.0 and again.hits == 1
+    _BottomCache(tmp_path / "c", "smollm2", 22).get([1, 2], compute)  # another split point
+    assert len(calls) == 3
+    assert not list((tmp_path / "c").glob("*.tmp"))
 
 
 def test_derived_flaws_are_what_they_claim():
@@ -133,6 +190,7 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
     assert "off_topic_near" in metadata["data"]["train"]["by_flaw"]
     assert read_metadata(tmp_path / "rm")["calibration"]["scale"] > 0
     assert not (tmp_path / "rm" / "README.md").exists()  # peft's empty model card
+    assert not (tmp_path / "rm" / ".bottom-cache").exists()  # removed when training ends
     scorer = RewardModelBackend(adapter=tmp_path / "rm")
     assert scorer.name == f"smollm2+ca-rm-v1@{adapter_digest(tmp_path / 'rm')}"
     assert len(scorer.score([[{"role": "user", "content": "hello"}]])) == 1

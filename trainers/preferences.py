@@ -107,8 +107,35 @@ class PreferencePair:
         return asdict(self)
 
 
+# Named source files in the package: ``shipped`` is what the shipped adapter was trained on;
+# ``other-authors`` was written later by eight other writers, each in a style of their own,
+# for 40 of the same training dilemmas (see docs/judges.md).
+SOURCE_SETS = {"shipped": "rm_sources.jsonl", "other-authors": "rm_sources_other_authors.jsonl"}
+
+
 def default_sources_path() -> Path:
-    return Path(str(resources.files("trainers") / "data" / "rm_sources.jsonl"))
+    return source_set_path("shipped")
+
+
+def source_set_path(name: str) -> Path:
+    if name not in SOURCE_SETS:
+        raise ValueError(f"unknown source set {name!r}; known: {sorted(SOURCE_SETS)}")
+    return Path(str(resources.files("trainers") / "data" / SOURCE_SETS[name]))
+
+
+def load_source_list(spec: str, bank: ScenarioBank | None = None) -> list[SourceRecord]:
+    """The records of a comma-separated list of source files, in order; an entry is a named
+    set (:data:`SOURCE_SETS`) or a path. ``''`` is the shipped set. The same scenario may
+    appear in several files (more texts for it, by other hands)."""
+    bank = bank or ScenarioBank.default()
+    entries = [entry.strip() for entry in spec.split(",") if entry.strip()] or ["shipped"]
+    return [
+        record
+        for entry in entries
+        for record in load_sources(
+            source_set_path(entry) if entry in SOURCE_SETS else entry, bank=bank
+        )
+    ]
 
 
 def load_sources(

@@ -25,9 +25,11 @@ step runs only the top layers, for each distinct text of one scenario's pairs.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
+import shutil
 import statistics
 import sys
 import time
@@ -43,7 +45,7 @@ from trainers.preferences import (
     PreferencePair,
     build_pairs,
     length_report,
-    load_sources,
+    load_source_list,
     split_pairs,
 )
 
@@ -56,7 +58,11 @@ class RewardModelRecipe:
 
     base: str = field(default="smollm2", metadata={"help": "Registered base model."})
     sources: str = field(
-        default="", metadata={"help": "Source file of authored resolutions ('' = shipped)."}
+        default="",
+        metadata={
+            "help": "Comma-separated source files of authored resolutions: named sets "
+            "(shipped, other-authors) or paths ('' = shipped)."
+        },
     )
     max_sources: int = field(default=0, metadata={"help": "Use the first N sources (0 = all)."})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -155,6 +161,32 @@ class _Trunk:
         return self.head(self.decoder.norm(hidden[:, -1]))[0, 0]
 
 
+class _BottomCache:
+    """The bottom layers' output for a token sequence, computed once and kept on disk: a file
+    per sequence, named by a hash of the base model, the split point and the token ids, and
+    written atomically, so an interrupted run loses at most the text it was computing."""
+
+    def __init__(self, root: str | Path, base: str, first_trained_layer: int):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.prefix = f"{base}:{first_trained_layer}:"
+        self.hits = 0
+
+    def get(self, ids: Sequence[int], compute: Any) -> Any:
+        import torch
+
+        key = hashlib.sha256((self.prefix + ",".join(map(str, ids))).encode()).hexdigest()
+        path = self.root / f"{key[:40]}.pt"
+        if path.is_file():
+            self.hits += 1
+            return torch.load(path, weights_only=True)
+        hidden = compute(ids)
+        temporary = path.with_suffix(".tmp")
+        torch.save(hidden, temporary)
+        temporary.replace(path)
+        return hidden
+
+
 def _distinct_texts(pairs: Sequence[PreferencePair]) -> list[tuple[str, str]]:
     """The (scenario id, text) of every side of ``pairs``, each once, in a fixed order: a
     text is scored under its scenario's prompt, and good texts recur across pairs."""
@@ -172,7 +204,10 @@ def _scenario_batches(pairs: Sequence[PreferencePair], rng: random.Random) -> li
 
 
 def train_reward_model(
-    out: str | Path, recipe: RewardModelRecipe | None = None, resume: bool = False
+    out: str | Path,
+    recipe: RewardModelRecipe | None = None,
+    resume: bool = False,
+    bottom_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train, calibrate, measure and save the adapter in ``out``; returns the metadata.
 
@@ -181,7 +216,9 @@ def train_reward_model(
     Bradley-Terry loss ``-log sigmoid(r_chosen - r_rejected)`` is averaged over its pairs,
     plus ``center_rewards * mean(r^2)`` to keep rewards near zero. A checkpoint (adapter,
     optimiser, step) is written atomically every ``checkpoint_every`` steps; ``resume``
-    continues from it.
+    continues from it. The bottom layers' outputs are kept on disk as they are computed
+    (:class:`_BottomCache`), in ``bottom_cache`` if given (shared by runs on the same base,
+    kept afterwards), else in ``out/.bottom-cache`` (for a resumed run; removed at the end).
     """
     import torch
     from peft import get_peft_model
@@ -194,7 +231,7 @@ def train_reward_model(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bank = ScenarioBank.default()
-    sources = load_sources(recipe.sources or None, bank=bank)[: recipe.max_sources or None]
+    sources = load_source_list(recipe.sources, bank=bank)[: recipe.max_sources or None]
     flaws = DEFAULT_FLAWS + (("off_topic_near",) if recipe.near_off_topic else ())
     pairs = build_pairs(sources, seed=recipe.seed, flaws=flaws)
     train_pairs, held_pairs = split_pairs(
@@ -215,9 +252,15 @@ def train_reward_model(
         p for p in train_pairs if {(p.scenario_id, p.chosen), (p.scenario_id, p.rejected)} <= keep
     ]
     started = time.perf_counter()
+    disk = _BottomCache(bottom_cache or out / ".bottom-cache", recipe.base, trunk.first)
     print(f"caching the bottom layers' outputs for {len(keep)} texts", flush=True)
-    cached = {key: trunk.bottom(seq) for key, seq in zip(texts, ids, strict=True) if key in keep}
-    print(f"cached in {time.perf_counter() - started:.0f} s", flush=True)
+    cached = {
+        key: disk.get(seq, trunk.bottom) for key, seq in zip(texts, ids, strict=True) if key in keep
+    }
+    print(
+        f"cached in {time.perf_counter() - started:.0f} s ({disk.hits} read from {disk.root})",
+        flush=True,
+    )
 
     peft_model.train()
     parameters = [p for p in peft_model.parameters() if p.requires_grad]
@@ -322,6 +365,8 @@ def train_reward_model(
     temporary.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     temporary.replace(out / METADATA_FILE)
     checkpoint.unlink(missing_ok=True)
+    if bottom_cache is None:
+        shutil.rmtree(disk.root, ignore_errors=True)
     return metadata
 
 
@@ -359,6 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="folder for the adapter and its metadata")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument(
+        "--bottom-cache",
+        default=None,
+        help="folder that keeps the frozen layers' outputs across runs on the same base "
+        "(default: inside --out, removed when training ends)",
+    )
     defaults = RewardModelRecipe()
     for name, spec in RewardModelRecipe.__dataclass_fields__.items():
         flag = "--" + name.replace("_", "-")
@@ -382,7 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     values["held_out_flaws"] = tuple(f for f in args.held_out_flaws.split(",") if f)
     try:
         recipe = RewardModelRecipe(**values)
-        metadata = train_reward_model(args.out, recipe, resume=args.resume)
+        metadata = train_reward_model(
+            args.out, recipe, resume=args.resume, bottom_cache=args.bottom_cache
+        )
     except ValueError as error:
         print(f"reward model: error: {error}", file=sys.stderr)
         return 2
