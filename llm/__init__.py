@@ -4,7 +4,7 @@
 - :mod:`llm.transformers_backend`: local causal LMs, batched, with KV-cache prefix reuse
   (:mod:`llm.kv_cache`) and shared-prefix attention (:mod:`llm.shared_prefix`);
 - :mod:`llm.openai_backend`: any OpenAI-compatible ``/v1/chat/completions`` server;
-- :mod:`llm.reward_backend`: sequence-classification reward models (the shipped ``ca-rm-v1``);
+- :mod:`llm.reward_backend`: sequence-classification reward models (the shipped ``ca-rm-v2``);
 - :mod:`llm.models`: the registry of embedded models, their fetcher and cache;
 - :mod:`llm.serve`: any backend served as an OpenAI-compatible HTTP API (chat, completions
   on token ids, LoRA adapters loaded at run time);

@@ -3,8 +3,9 @@
 The model is the registered base (``smollm2`` by default) loaded as a sequence classifier
 with a LoRA adapter and head trained by ``python -m trainers.reward_model``; the adapter
 folder also holds ``reward_model.json`` (the base model it was trained on and the
-calibration of its rewards to the 0-5 scale). The shipped adapter is
-``llm/reward_models/ca-rm-v1``.
+calibration of its rewards to the 0-5 scale). The default adapter is
+``llm/reward_models/ca-rm-v2``; ``ca-rm-v1``, the earlier default, ships beside it so that
+earlier results can be reproduced (``rm?adapter=ca-rm-v1``).
 
 Conversations are rendered with the chat template up to the assistant's turn, so the
 reward is read where the model would start to answer; training and scoring tokenise through
@@ -31,12 +32,32 @@ from llm.models import check_adapter, quiet_loading, resolve_model
 from llm.transformers_backend import pick_device, pick_dtype
 
 METADATA_FILE = "reward_model.json"
-SHIPPED_ADAPTER = "ca-rm-v1"
+SHIPPED_ADAPTER = "ca-rm-v2"
 
 
 def shipped_adapter(name: str = SHIPPED_ADAPTER) -> Path:
     """The folder of a reward-model adapter that ships inside the package."""
     return Path(str(resources.files("llm") / "reward_models" / name))
+
+
+def shipped_adapters() -> list[str]:
+    """Names of the adapters that ship inside the package."""
+    root = Path(str(resources.files("llm") / "reward_models"))
+    return sorted(p.name for p in root.iterdir() if (p / METADATA_FILE).is_file())
+
+
+def adapter_folder(adapter: str | Path | None) -> Path:
+    """The folder an ``adapter`` argument names: the default shipped adapter when empty, a
+    shipped adapter by its name (``ca-rm-v1``) unless a folder of that name exists here, else
+    a folder holding an adapter (a clear error otherwise)."""
+    if not adapter:
+        return shipped_adapter()
+    if not Path(adapter).expanduser().exists() and str(adapter) in shipped_adapters():
+        return shipped_adapter(str(adapter))
+    try:
+        return check_adapter(adapter)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error} (shipped adapters: {shipped_adapters()})") from None
 
 
 def adapter_digest(adapter: str | Path, length: int = 8) -> str:
@@ -106,7 +127,7 @@ class RewardModelBackend:
     ):
         from peft import PeftModel
 
-        folder = check_adapter(adapter) if adapter else shipped_adapter()
+        folder = adapter_folder(adapter)
         metadata = read_metadata(folder)
         self.device = pick_device(device)
         with quiet_loading():

@@ -36,7 +36,7 @@ def test_quickstart_runs_as_written(tmp_path, smollm2):
     assert "Resolution by" in completed.stdout
     # scored by the real default judge, named in the printout
     assert re.search(
-        r"CA \d\.\d\d / 5 by rm:smollm2\+ca-rm-v1\S*; agreement True", completed.stdout
+        r"CA \d\.\d\d / 5 by rm:smollm2\+ca-rm-v2\S*; agreement True", completed.stdout
     )
 
 

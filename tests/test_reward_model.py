@@ -192,8 +192,29 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
     assert not (tmp_path / "rm" / "README.md").exists()  # peft's empty model card
     assert not (tmp_path / "rm" / ".bottom-cache").exists()  # removed when training ends
     scorer = RewardModelBackend(adapter=tmp_path / "rm")
-    assert scorer.name == f"smollm2+ca-rm-v1@{adapter_digest(tmp_path / 'rm')}"
+    assert scorer.name == f"smollm2+ca-rm-v2@{adapter_digest(tmp_path / 'rm')}"
     assert len(scorer.score([[{"role": "user", "content": "hello"}]])) == 1
+
+
+def test_an_adapter_is_a_folder_or_a_shipped_name(tmp_path, monkeypatch):
+    from llm.reward_backend import (
+        SHIPPED_ADAPTER,
+        adapter_digest,
+        adapter_folder,
+        shipped_adapter,
+        shipped_adapters,
+    )
+
+    assert {"ca-rm-v1", SHIPPED_ADAPTER} <= set(shipped_adapters())
+    assert adapter_folder(None) == shipped_adapter() == adapter_folder(SHIPPED_ADAPTER)
+    assert adapter_folder("ca-rm-v1").name == "ca-rm-v1"
+    assert adapter_digest(adapter_folder("ca-rm-v1")) == "ef9d1c59"  # earlier results' judge
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ca-rm-v1").mkdir()  # a folder of that name here wins, and must hold one
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        adapter_folder("ca-rm-v1")
+    with pytest.raises(FileNotFoundError, match=r"no folder at nowhere.*ca-rm-v1"):
+        adapter_folder("nowhere")
 
 
 def test_the_adapter_digest_tells_weights_apart(tmp_path):

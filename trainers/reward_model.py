@@ -49,7 +49,7 @@ from trainers.preferences import (
     split_pairs,
 )
 
-RECIPE_VERSION = "ca-rm-v1"
+RECIPE_VERSION = "ca-rm-v2"
 
 
 @dataclass
@@ -58,7 +58,7 @@ class RewardModelRecipe:
 
     base: str = field(default="smollm2", metadata={"help": "Registered base model."})
     sources: str = field(
-        default="",
+        default="shipped,other-authors",
         metadata={
             "help": "Comma-separated source files of authored resolutions: named sets "
             "(shipped, other-authors) or paths ('' = shipped)."
