@@ -12,7 +12,8 @@ the last two turns of negotiations labelled agreed / not agreed, with tricky kin
 disagreement, agreement words without agreement, reluctant acceptance, ...).
 ``judge_select.jsonl`` (``--items``): 72 pairs by other authors on training-split dilemmas
 no other judge data uses, 8 per kind of flaw, kept out of every training and tuning step
-(docs/judges.md: on it the reward model's accuracy falls from 0.86 to 0.65).
+(docs/judges.md: on it ca-rm-v1's accuracy falls from 0.86 to 0.65, ca-rm-v2's from 0.88 to
+0.72).
 
 For every model x rubric wording x mode:
 

@@ -26,17 +26,20 @@ def with_option(spec: str, key: str, value: Any) -> str:
 
 
 # The judges used when a command says ``--judge default``: chosen by measurement with
-# ``python -m benchmarks.judge_quality`` on the 156 hand-written judge-quality items, which
-# none of them was built or tuned on (docs/judges.md has the numbers and the reasons).
-# CA scoring, reward and evaluation: the shipped reward model ca-rm-v1 (``rm``): 0.86
-# absolute (0.90 on the length-controlled items), 0.81 pairwise with position consistency
-# 1.00, where the holistic grades of the local LLMs were at chance on the length-controlled
-# items and answered pairwise questions by position; it is also the fastest (0.75 s per
-# resolution on 2 idle CPU cores), and text aimed at the grader lowers its score. On a
-# balanced 54-item subset the checklist got 0.65 and the checklist+rm ensemble no more than
-# rm alone (0.96), so neither replaces it as the evaluation judge. One model as
-# both reward and evaluation judge cannot show reward hacking: the learning benchmark
-# (benchmarks/learning.py) therefore reports a second judge beside it.
+# ``python -m benchmarks.judge_quality`` on hand-written labelled items that none of them
+# was built or tuned on (docs/judges.md has the numbers and the reasons).
+# CA scoring, reward and evaluation: the shipped reward model ca-rm-v2 (``rm``): 0.88
+# absolute on the 156 judge-quality items (0.94 on the length-controlled ones), 0.85
+# pairwise with position consistency 1.00, and 0.72 on 72 pairs by other authors, where
+# ca-rm-v1 had 0.86 / 0.65 (the choice followed a rule written before v2 was trained;
+# docs/judges.md, "More writers"). The holistic grades of the local LLMs were at chance on
+# the length-controlled items and answered pairwise questions by position; the reward model
+# is also the fastest (about 0.5 s per resolution on 2 idle CPU cores), and text aimed at
+# the grader lowers its score. On a balanced 54-item subset the checklist got 0.65 and the
+# checklist+rm ensemble no more than rm (ca-rm-v1) alone (0.96), so neither replaces it as
+# the evaluation judge. One model as both reward and evaluation judge cannot show reward
+# hacking: the learning benchmark (benchmarks/learning.py) therefore reports a second judge
+# beside it.
 # Agreement: Qwen2.5-Coder-0.5B's P(agree) separates the labels (AUC 0.80 with
 # agreement-v2) but sits below 0.5, so its threshold is the one fitted on the labelled set
 # (0.32; 0.75 accuracy when fitted and tested on different halves).
