@@ -171,3 +171,18 @@ def test_the_selection_set_is_balanced_and_shares_no_dilemma_with_other_judge_da
             others.add(json.loads(line)["scenario_id"].split("/")[0])
     assert not mine & others
     assert {i["length"] for i in items} == {"worse-longer", "worse-shorter", "similar"}
+
+
+def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
+    """judge_fresh.jsonl: another writers' set, kept for confirming a choice of judge; on
+    test-split scenarios, which no training or tuning step may read."""
+    import collections
+    from pathlib import Path
+
+    items = load_items(Path("benchmarks/data/judge_fresh.jsonl"))
+    assert set(collections.Counter(i["flaw"] for i in items).values()) == {8}
+    assert len(items) == len({i["id"] for i in items}) == 72
+    assert {i["scenario"].dilemma.split for i in items} == {"test"}
+    assert {i["scenario"].pair.split for i in items} == {"test"}
+    by_length = collections.Counter(i["length"] for i in items)
+    assert min(by_length.values()) >= 20, by_length

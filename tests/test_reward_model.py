@@ -64,6 +64,16 @@ def test_the_other_authors_add_hands_not_dilemmas(sources, bank):
     assert 0.35 < sum(good_longer) / len(good_longer) < 0.65
 
 
+def test_the_second_other_authors_set_covers_the_dilemmas_the_first_did_not(sources, bank):
+    first = {s.scenario.id for s in load_source_list("other-authors", bank=bank)}
+    records = [json.loads(line) for line in open(source_set_path("other-authors-2"))]
+    second = load_source_list("other-authors-2", bank=bank)
+    assert len(second) == 40 and len({r["writer"] for r in records}) == 8
+    assert {s.scenario.id for s in second} == {s.scenario.id for s in sources} - first
+    styles = {json.loads(line)["style"] for line in open(source_set_path("other-authors"))}
+    assert not styles & {r["style"] for r in records}  # eight further styles
+
+
 def test_a_test_split_scenario_is_refused(tmp_path, sources):
     record = json.loads(
         next(open(__import__("trainers.preferences").preferences.default_sources_path()))

@@ -107,10 +107,17 @@ class PreferencePair:
         return asdict(self)
 
 
-# Named source files in the package: ``shipped`` is what the shipped adapter was trained on;
-# ``other-authors`` was written later by eight other writers, each in a style of their own,
-# for 40 of the same training dilemmas (see docs/judges.md).
-SOURCE_SETS = {"shipped": "rm_sources.jsonl", "other-authors": "rm_sources_other_authors.jsonl"}
+# Named source files in the package: ``shipped`` is what ca-rm-v1 was trained on (120
+# training dilemmas, one writer); ``other-authors``, added for ca-rm-v2, holds a second
+# record for 80 of those dilemmas by sixteen other writers in eight styles;
+# ``other-authors-2``, in no shipped adapter's data yet, a record for each of the other 40
+# (the 18 the recipe holds out among them) by eight more writers in eight more styles
+# (docs/judges.md, "More writers").
+SOURCE_SETS = {
+    "shipped": "rm_sources.jsonl",
+    "other-authors": "rm_sources_other_authors.jsonl",
+    "other-authors-2": "rm_sources_other_authors_2.jsonl",
+}
 
 
 def default_sources_path() -> Path:

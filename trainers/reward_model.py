@@ -61,7 +61,7 @@ class RewardModelRecipe:
         default="shipped,other-authors",
         metadata={
             "help": "Comma-separated source files of authored resolutions: named sets "
-            "(shipped, other-authors) or paths ('' = shipped)."
+            "(shipped, other-authors, other-authors-2) or paths ('' = shipped)."
         },
     )
     max_sources: int = field(default=0, metadata={"help": "Use the first N sources (0 = all)."})
