@@ -148,7 +148,8 @@ def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> An
     - ``default``: the measured default for ``role`` (reward or evaluation; ``DEFAULT_JUDGES``);
     - ``checklist``: checklist judging (``rubric`` a checklist id or YAML file, ``model`` the
       backend spec answering it, default SmolLM2);
-    - ``rm``: the trained reward model shipped with the package (``adapter=DIR`` for another);
+    - ``rm``: the trained reward model shipped with the package (``adapter=DIR`` for another,
+      ``adapter=ca-rm-v1`` for the earlier shipped one);
     - ``ensemble:A+B``: the mean of several judges;
     - a registered model, ``hf:PATH`` or ``openai:MODEL@URL``: a holistic LLM judge with
       options ``rubric``, ``mode`` (auto, expected, parsed), ``include_transcript``;
