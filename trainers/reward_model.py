@@ -1,6 +1,7 @@
 """Train the Collective-Agency reward model: Bradley-Terry on authored preference pairs.
 
-    python -m trainers.reward_model --out runs/rm                      # the shipped recipe
+    python -m trainers.reward_model --out runs/rm                      # the shipped recipe (v2)
+    python -m trainers.reward_model --out runs/rm-v1 --sources shipped # ca-rm-v1's data
     python -m trainers.reward_model --out runs/rm-ablation --held-out-flaws hostile,off_topic
     python -m trainers.reward_model --out runs/rm --resume             # after an interruption
 
