@@ -156,17 +156,15 @@ def test_the_selection_set_is_balanced_and_shares_no_dilemma_with_other_judge_da
     import json
     from pathlib import Path
 
+    from trainers.preferences import SOURCE_SETS, source_set_path
+
     items = load_items(Path("benchmarks/data/judge_select.jsonl"))
     assert set(collections.Counter(i["flaw"] for i in items).values()) == {8}
     mine = {i["scenario_id"].split("/")[0] for i in items}
     assert len(mine) == len(items)
     others = set()
-    for path in (
-        "benchmarks/data/judge_quality.jsonl",
-        "benchmarks/data/judge_dev.jsonl",
-        "trainers/data/rm_sources.jsonl",
-        "trainers/data/rm_sources_other_authors.jsonl",
-    ):
+    labelled = ("benchmarks/data/judge_quality.jsonl", "benchmarks/data/judge_dev.jsonl")
+    for path in [*labelled, *map(source_set_path, SOURCE_SETS)]:  # every reward-model source
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             others.add(json.loads(line)["scenario_id"].split("/")[0])
     assert not mine & others
