@@ -197,6 +197,73 @@ def test_grpo_samples_pad_each_dialogue_to_the_same_number_of_masked_slots():
         to_grpo_samples(outcomes, 1, pad_token_id=0)
 
 
+def test_a_trained_resolution_is_one_more_slot_after_the_turns_masked_where_none_was_written():
+    turn = TurnSample("negotiator_0", 0, [1, 2], [5, 6, 7], [-0.1, -0.2, -0.3])
+    resolution = TurnSample("negotiator_1", 2, [3], [8, 9], [-0.4, -0.5])
+    outcomes = [
+        DialogueOutcome("s", 2.0, {}, [turn], resolution=resolution),
+        DialogueOutcome("s", 0.0, {}, [turn, turn]),  # no agreement: no resolution
+    ]
+    fields = to_grpo_samples(outcomes, 2, pad_token_id=0, resolution_slot=True)
+    assert fields["env_mask"] == [[1, 1, 1], [0], [1, 1], [1, 1, 1], [1, 1, 1], [0]]
+    assert fields["completion_ids"][2] == [8, 9] and fields["prompt_ids"][2] == [3]
+    assert fields["seat"][2] == "negotiator_1"
+    assert fields["negotiation_reward"] == [2.0] * 3 + [0.0] * 3
+    assert fields["dialogue_index"] == [0, 0, 0, 1, 1, 1]
+    # without the slot the resolution is not a sample, as in the paper
+    assert to_grpo_samples(outcomes, 2, pad_token_id=0)["env_mask"] == [
+        [1, 1, 1],
+        [0],
+        [1, 1, 1],
+        [1, 1, 1],
+    ]
+
+
+def test_training_the_resolution_needs_it_sampled_at_the_loss_temperature():
+    with pytest.raises(ValueError, match=r"rollout.train_resolution: .* \(0.7\).* \(0.1\)"):
+        TrainConfig.from_dict({"rollout": {"train_resolution": True}})
+    config = TrainConfig.from_dict(
+        {"rollout": {"train_resolution": True, "summary_temperature": 0.7}}
+    )
+    assert config.samples_per_dialogue() == config.turns_per_dialogue() + 1 == 5
+    assert TrainConfig().samples_per_dialogue() == TrainConfig().turns_per_dialogue()
+
+
+def test_a_trained_resolution_is_sampled_at_the_loss_temperature_and_recorded_in_training(
+    tiny_model_dir, tmp_path
+):
+    config = tiny_config(
+        tiny_model_dir,
+        tmp_path,
+        **{
+            "env.mode": "evaluation",
+            "rollout.train_resolution": True,
+            "rollout.summary_temperature": 0.7,
+        },
+    )
+    trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
+    batch = [{"prompt": s} for s in SCENARIOS for _ in range(2 * config.samples_per_dialogue())]
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    inputs = trainer._generate_and_score_completions(batch)
+    tokenizer = trainer.processing_class
+    for outcome in trainer.rollout.last.outcomes:
+        assert outcome.resolution is not None
+        assert "resolution" in tokenizer.decode(outcome.resolution.prompt_ids).lower()
+    # every dialogue: its one turn of seat 0, one masked slot, its resolution (in the loss)
+    mask = (inputs["completion_mask"] * inputs["tool_mask"]).sum(1).tolist()
+    assert [m > 0 for m in mask] == [True, False, True] * 4
+    with torch.no_grad():
+        logps = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
+            inputs["completion_ids"].size(1),
+        )[0]
+    full = inputs["completion_mask"] * inputs["tool_mask"]
+    assert torch.allclose(logps * full, inputs["sampling_per_token_logps"] * full, atol=1e-4)
+
+
 def test_group_shares_one_scenario_and_samples_are_exactly_the_sampled_turns(
     tiny_model_dir, tmp_path
 ):
@@ -568,3 +635,36 @@ def test_cut_turns_are_ended_after_a_sentence_in_text_and_trained_tokens(policy)
     assert sample.logprobs == [-0.01 * (i + 1) for i in range(len(kept))]
     assert (outcome.turns, outcome.clipped_turns) == (2, 2)
     assert dialogue_stats(outcomes, 1)["negotiation/clipped_turn_fraction"] == 1.0
+
+
+def test_a_trained_resolution_keeps_the_tokens_of_the_text_that_was_judged():
+    from llm.interface import GenerationSettings
+    from negotiation_env import NegotiationConfig
+    from negotiation_env.vector import VectorNegotiationEnv
+    from trainers.rollout import play_dialogues
+
+    env = VectorNegotiationEnv(
+        config=NegotiationConfig(mode="evaluation", max_turns=2),
+        judge=CountingJudge(constant=3.0),
+        agreement_detector=never_agree,
+    )
+    settings = GenerationSettings(max_new_tokens=16)
+    played = [
+        play_dialogues(
+            CutOffBackend(),
+            env,
+            [SCENARIOS[0]],
+            settings,
+            settings,
+            ("negotiator_0",),
+            "sentence",
+            train,
+        )[0][0]
+        for train in (True, False)
+    ]
+    assert played[1].resolution is None  # the paper's default: not a sample
+    outcome = played[0]
+    assert outcome.info["resolution"] == "Split the rent."
+    assert bytes(outcome.resolution.completion_ids).decode() == "Split the rent."
+    assert len(outcome.resolution.logprobs) == len(outcome.resolution.completion_ids)
+    assert len(outcome.samples) == 1  # the dialogue turns are as before

@@ -106,8 +106,18 @@ class RolloutConfig:
         default=0,
         metadata={
             "help": "No run of this many tokens is written twice in one resolution (0: off; "
-            "the paper has none). Resolution tokens are not trained, so this changes what is "
-            "judged, not the policy gradient's sampling."
+            "the paper has none). Unless rollout.train_resolution is set, resolution tokens "
+            "are not trained, so this changes what is judged, not the policy gradient's "
+            "sampling."
+        },
+    )
+    train_resolution: bool = field(
+        default=False,
+        metadata={
+            "help": "Also put the resolution's tokens in the loss, one sample per dialogue "
+            "with the dialogue's reward (the paper does not: its gradient is on the dialogue "
+            "only). Needs summary_temperature equal to temperature, the temperature the "
+            "loss reads log-probabilities at."
         },
     )
     split: str = field(default="train", metadata={"help": "Scenario pool for training."})
@@ -296,6 +306,15 @@ class TrainConfig:
                 "rollout.summary_no_repeat_ngram_size: must be >= 0 (0 disables), got "
                 f"{self.rollout.summary_no_repeat_ngram_size}"
             )
+        if self.rollout.train_resolution and (
+            self.rollout.summary_temperature != self.rollout.temperature
+        ):
+            raise ValueError(
+                "rollout.train_resolution: the loss reads the resolution's log-probabilities at "
+                f"rollout.temperature ({self.rollout.temperature}), but it is sampled at "
+                f"rollout.summary_temperature ({self.rollout.summary_temperature}); set the two "
+                "equal so the resolution is trained on the distribution it was drawn from"
+            )
         if self.rollout.group_size < 2:
             raise ValueError(
                 "rollout.group_size: GRPO compares dialogues in a group; use at least 2"
@@ -363,6 +382,11 @@ class TrainConfig:
         return (
             ("negotiator_0", "negotiator_1") if self.rollout.seats == "full" else ("negotiator_0",)
         )
+
+    def samples_per_dialogue(self) -> int:
+        """Training samples per dialogue: its trained turns, plus the resolution when
+        ``rollout.train_resolution`` is set."""
+        return self.turns_per_dialogue() + int(self.rollout.train_resolution)
 
     def turns_per_dialogue(self) -> int:
         """Training samples per dialogue: the most dialogue turns the trained seat(s) can speak."""

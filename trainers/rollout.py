@@ -10,11 +10,13 @@ the chat that turn was sampled from (that seat's persona and rules, the dilemma,
 ``context_turns`` turns), and whose completion is the generated tokens with the
 log-probabilities recorded at sampling time. So the loss covers the trained seat's dialogue
 turns and nothing else: the persona, system text and partner's turns are only ever prompt,
-and the resolution is never a sample. Every sample of a dialogue carries the dialogue's
-reward. A dialogue yields exactly :meth:`TrainConfig.turns_per_dialogue` samples: turns it
-did not reach are padded with one-token samples whose ``env_mask`` is 0, so every group has
-the same size for TRL and its per-group mean and standard deviation equal the per-dialogue
-ones (each dialogue is counted the same number of times).
+and the resolution is not a sample unless ``rollout.train_resolution`` asks for it (then it
+is one more sample, after the turns). Every sample of a dialogue carries the dialogue's
+reward. A dialogue yields exactly :meth:`TrainConfig.samples_per_dialogue` samples: turns it
+did not reach (and a resolution it did not write) are padded with one-token samples whose
+``env_mask`` is 0, so every group has the same size for TRL and its per-group mean and
+standard deviation equal the per-dialogue ones (each dialogue is counted the same number of
+times).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class DialogueOutcome:
     reward: float | None  # None when the judge failed: the dialogue is left out of the loss
     info: dict[str, Any]
     samples: list[TurnSample] = field(default_factory=list)
+    resolution: TurnSample | None = None  # recorded only when the resolution is trained
     generated_tokens: int = 0
     turns: int = 0  # dialogue turns generated (both seats)
     clipped_turns: int = 0  # of those, stopped by the token limit (before any cut)
@@ -81,6 +84,7 @@ def play_dialogues(
     summary: GenerationSettings,
     trained_seats: Sequence[str],
     cut_turns: str = "sentence",
+    train_resolution: bool = False,
 ) -> tuple[list[DialogueOutcome], RolloutStats]:
     """Play one dialogue per scenario id (repeat ids for groups) and collect trained turns.
 
@@ -89,7 +93,8 @@ def play_dialogues(
     :func:`~llm.interface.end_at_sentence`): the partner and the judge
     read the kept text, so a resolution is judged on what it says rather than on where the
     token budget fell, and a training sample holds only the kept tokens. ``"keep"`` passes
-    cut texts on as they are. The backend reuses the prompt prefixes it has
+    cut texts on as they are. With ``train_resolution`` the resolution's tokens are kept as
+    a sample too (:attr:`DialogueOutcome.resolution`). The backend reuses the prompt prefixes it has
     computed (see ``prefix_caching``) for the length of this call, while the weights stay
     fixed.
     """
@@ -98,6 +103,7 @@ def play_dialogues(
     stats = RolloutStats()
     vector_env.reset(list(scenario_ids))
     samples: list[list[TurnSample]] = [[] for _ in scenario_ids]
+    resolutions: list[TurnSample | None] = [None] * len(scenario_ids)
     tokens = [0] * len(scenario_ids)
     turns, clipped = [0] * len(scenario_ids), [0] * len(scenario_ids)
     decode = token_decoder(backend)
@@ -121,15 +127,17 @@ def play_dialogues(
                     clipped[index] += generation.finish_reason == "length"
                 if cut_turns == "sentence":
                     generation = end_at_sentence(generation, decode)
+                sample = TurnSample(
+                    seat,
+                    obs["turn"],
+                    list(generation.prompt_token_ids or []),
+                    list(generation.token_ids),
+                    list(generation.logprobs or []),
+                )
                 if phase == Phase.DIALOGUE and seat in trained_seats:
-                    sample = TurnSample(
-                        seat,
-                        obs["turn"],
-                        list(generation.prompt_token_ids or []),
-                        list(generation.token_ids),
-                        list(generation.logprobs or []),
-                    )
                     _keep_sample(samples[index], sample)
+                elif phase == Phase.SUMMARY and train_resolution:
+                    resolutions[index] = sample  # a new attempt replaces a blocked one
                 actions[index] = generation.text
         return actions
 
@@ -151,6 +159,7 @@ def play_dialogues(
                 reward=reward,
                 info=infos[index],
                 samples=samples[index],
+                resolution=resolutions[index],
                 generated_tokens=tokens[index],
                 turns=turns[index],
                 clipped_turns=clipped[index],
@@ -160,9 +169,14 @@ def play_dialogues(
 
 
 def to_grpo_samples(
-    outcomes: Sequence[DialogueOutcome], turns_per_dialogue: int, pad_token_id: int
+    outcomes: Sequence[DialogueOutcome],
+    turns_per_dialogue: int,
+    pad_token_id: int,
+    resolution_slot: bool = False,
 ) -> dict[str, list[Any]]:
-    """TRL rollout fields: ``turns_per_dialogue`` samples per dialogue, padding masked out."""
+    """TRL rollout fields: ``turns_per_dialogue`` samples per dialogue, padding masked out,
+    then, with ``resolution_slot``, one for the resolution (masked out where none was
+    written)."""
     fields: dict[str, list[Any]] = {
         "prompt_ids": [],
         "completion_ids": [],
@@ -180,19 +194,26 @@ def to_grpo_samples(
             )
         if not outcome.samples:
             raise ValueError(f"dialogue on {outcome.scenario_id} has no trained turn")
-        for sample in outcome.samples:
+        missing: list[TurnSample | None] = [None] * (turns_per_dialogue - len(outcome.samples))
+        slots = [*outcome.samples, *missing, *((outcome.resolution,) if resolution_slot else ())]
+        for sample in slots:
+            if sample is None:
+                _append_padding(fields, outcome.samples[0], pad_token_id)
+                continue
             fields["prompt_ids"].append(sample.prompt_ids)
             fields["completion_ids"].append(sample.completion_ids)
             fields["logprobs"].append(sample.logprobs)
             fields["env_mask"].append([1] * len(sample.completion_ids))
             fields["seat"].append(sample.seat)
-        for _ in range(turns_per_dialogue - len(outcome.samples)):
-            # A turn the dialogue never reached: one masked token, so it adds nothing to the loss.
-            fields["prompt_ids"].append(outcome.samples[0].prompt_ids)
-            fields["completion_ids"].append([pad_token_id])
-            fields["logprobs"].append([0.0])
-            fields["env_mask"].append([0])
-            fields["seat"].append(outcome.samples[0].seat)
-        fields["negotiation_reward"] += [outcome.reward] * turns_per_dialogue
-        fields["dialogue_index"] += [dialogue_index] * turns_per_dialogue
+        fields["negotiation_reward"] += [outcome.reward] * len(slots)
+        fields["dialogue_index"] += [dialogue_index] * len(slots)
     return fields
+
+
+def _append_padding(fields: dict[str, list[Any]], like: TurnSample, pad_token_id: int) -> None:
+    """A slot the dialogue never filled: one masked token, so it adds nothing to the loss."""
+    fields["prompt_ids"].append(like.prompt_ids)
+    fields["completion_ids"].append([pad_token_id])
+    fields["logprobs"].append([0.0])
+    fields["env_mask"].append([0])
+    fields["seat"].append(like.seat)

@@ -151,7 +151,7 @@ class SelfPlayRollout(Rollout):
         super().__init__(config)
         self.judge = judge
         self.bank = bank
-        self.samples_per_dialogue = config.turns_per_dialogue()
+        self.samples_per_dialogue = config.samples_per_dialogue()
         group_judge = None
         if config.reward.pairwise_in_group:
             weight = config.reward.absolute_weight
@@ -204,9 +204,13 @@ class SelfPlayRollout(Rollout):
             self.summary,
             self.config.trained_seats,
             self.config.rollout.cut_turns,
+            self.config.rollout.train_resolution,
         )
         fields = to_grpo_samples(
-            outcomes, self.samples_per_dialogue, trainer.processing_class.pad_token_id
+            outcomes,
+            self.config.turns_per_dialogue(),
+            trainer.processing_class.pad_token_id,
+            resolution_slot=self.config.rollout.train_resolution,
         )
         if self.config.rollout.per_seat_normalization:
             fields["negotiation_reward"] = per_seat_normalised(
