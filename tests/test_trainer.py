@@ -52,7 +52,7 @@ def tiny_config(model_dir, tmp_path, **changes):
 
 
 def generation_batch(config):
-    per_scenario = config.rollout.group_size * config.turns_per_dialogue()
+    per_scenario = config.rollout.group_size * config.samples_per_dialogue()
     return [{"prompt": s} for s in SCENARIOS for _ in range(per_scenario)]
 
 
@@ -60,6 +60,20 @@ def prepared(trainer, config):
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     return trainer._generate_and_score_completions(generation_batch(config))
+
+
+def assert_sampling_logprobs_are_the_real_ones(trainer, inputs):
+    """The log-probabilities recorded at sampling time equal TRL's own recomputation on every
+    token in the loss."""
+    mask = inputs["completion_mask"] * inputs["tool_mask"]
+    with torch.no_grad():
+        logps = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
+            inputs["completion_ids"].size(1),
+        )[0]
+    assert torch.allclose(logps * mask, inputs["sampling_per_token_logps"] * mask, atol=1e-4)
 
 
 def test_turns_per_dialogue_follows_seats_and_first_speaker():
@@ -242,10 +256,7 @@ def test_a_trained_resolution_is_sampled_at_the_loss_temperature_and_recorded_in
         },
     )
     trainer = build_trainer(config, judge=CountingJudge(), agreement_detector=always_agree)
-    batch = [{"prompt": s} for s in SCENARIOS for _ in range(2 * config.samples_per_dialogue())]
-    trainer.model.train()
-    trainer.current_gradient_accumulation_steps = 1
-    inputs = trainer._generate_and_score_completions(batch)
+    inputs = prepared(trainer, config)
     tokenizer = trainer.processing_class
     for outcome in trainer.rollout.last.outcomes:
         assert outcome.resolution is not None
@@ -253,15 +264,7 @@ def test_a_trained_resolution_is_sampled_at_the_loss_temperature_and_recorded_in
     # every dialogue: its one turn of seat 0, one masked slot, its resolution (in the loss)
     mask = (inputs["completion_mask"] * inputs["tool_mask"]).sum(1).tolist()
     assert [m > 0 for m in mask] == [True, False, True] * 4
-    with torch.no_grad():
-        logps = trainer._get_per_token_logps_and_entropies(
-            trainer.model,
-            torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
-            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
-            inputs["completion_ids"].size(1),
-        )[0]
-    full = inputs["completion_mask"] * inputs["tool_mask"]
-    assert torch.allclose(logps * full, inputs["sampling_per_token_logps"] * full, atol=1e-4)
+    assert_sampling_logprobs_are_the_real_ones(trainer, inputs)
 
 
 def test_group_shares_one_scenario_and_samples_are_exactly_the_sampled_turns(
@@ -284,16 +287,7 @@ def test_group_shares_one_scenario_and_samples_are_exactly_the_sampled_turns(
             outcome.info["transcript"][0]["text"] not in prompt_text
         )  # the turn itself is the completion
         assert "Dilemma:" in prompt_text and "You speak first" in prompt_text
-    # sampling-time log-probabilities are the real ones: TRL's own recomputation agrees
-    mask = inputs["completion_mask"] * inputs["tool_mask"]
-    with torch.no_grad():
-        logps = trainer._get_per_token_logps_and_entropies(
-            trainer.model,
-            torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
-            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
-            inputs["completion_ids"].size(1),
-        )[0]
-    assert torch.allclose(logps * mask, inputs["sampling_per_token_logps"] * mask, atol=1e-4)
+    assert_sampling_logprobs_are_the_real_ones(trainer, inputs)
 
 
 def test_masked_tokens_get_exactly_zero_gradient_and_loss_matches_dapo(tiny_model_dir, tmp_path):
