@@ -14,7 +14,9 @@ disagreement, agreement words without agreement, reluctant acceptance, ...).
 no other judge data uses, 8 per kind of flaw, kept out of every training and tuning step
 (docs/judges.md: on it ca-rm-v1's accuracy falls from 0.86 to 0.65, ca-rm-v2's from 0.88 to
 0.72). ``judge_fresh.jsonl`` (``--items``): 72 pairs by four more writers on test-split
-scenarios, scored once to confirm ca-rm-v2 and kept for the next choice of judge.
+scenarios, scored once to confirm ca-rm-v2, then used to decide on rm-v3.
+``judge_reserve.jsonl`` (``--items``): 72 pairs by four more writers on test-split
+scenarios no other set uses, kept unscored for the next choice of judge.
 
 For every model x rubric wording x mode:
 

@@ -184,3 +184,23 @@ def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
     assert {i["scenario"].pair.split for i in items} == {"test"}
     by_length = collections.Counter(i["length"] for i in items)
     assert min(by_length.values()) >= 20, by_length
+
+
+def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
+    """judge_reserve.jsonl: a fifth writers' set, kept unscored for the next choice of judge;
+    test-split scenarios only, none of them in another labelled set."""
+    import collections
+    from pathlib import Path
+
+    items = load_items(Path("benchmarks/data/judge_reserve.jsonl"))
+    assert set(collections.Counter(i["flaw"] for i in items).values()) == {8}
+    assert len(items) == len({i["id"] for i in items}) == 72
+    assert {i["scenario"].dilemma.split for i in items} == {"test"}
+    assert {i["scenario"].pair.split for i in items} == {"test"}
+    assert set(collections.Counter(i["length"] for i in items).values()) == {24}
+    others = {
+        item["scenario_id"]
+        for name in ("judge_quality", "judge_dev", "judge_select", "judge_fresh")
+        for item in load_items(Path(f"benchmarks/data/{name}.jsonl"))
+    }
+    assert not {i["scenario_id"] for i in items} & others
