@@ -16,6 +16,7 @@ from tests.scripts.tiny import always_agree
 from tests.scripts.tiny import tiny_config as make_config
 from trainers.common import (
     checkpoints,
+    grpo_arguments,
     latest_complete_checkpoint,
     mark_complete,
     remove_incomplete_checkpoints,
@@ -198,7 +199,7 @@ def test_paper_defaults():
     assert (config.env.max_turns, config.env.context_turns, config.env.mode) == (7, 2, "training")
 
 
-def test_every_shipped_config_loads_and_only_the_resolution_config_departs_from_the_paper():
+def test_every_shipped_config_loads_and_batches_whole_dialogues_and_one_trains_the_resolution():
     configs = {
         p.name: TrainConfig.from_yaml(p)
         for p in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
@@ -209,8 +210,10 @@ def test_every_shipped_config_loads_and_only_the_resolution_config_departs_from_
     config = configs["cpu_learning_resolution.yaml"]
     assert config.rollout.summary_temperature == config.rollout.temperature
     assert config.reward.judge == "rm?adapter=ca-rm-v2"  # the judge its runs were measured with
-    # micro-batches hold whole dialogues (docs/training.md)
-    assert config.optim.micro_batch_size % config.samples_per_dialogue() == 0
+    for name, config in configs.items():  # the trainer's own batch-shape check
+        per_dialogue = config.samples_per_dialogue()
+        args = grpo_arguments(config, config.rollout.group_size * per_dialogue, per_dialogue)
+        assert args.per_device_train_batch_size % per_dialogue == 0, name
 
 
 def test_grpo_samples_pad_each_dialogue_to_the_same_number_of_masked_slots():
