@@ -171,17 +171,26 @@ def test_the_selection_set_is_balanced_and_shares_no_dilemma_with_other_judge_da
     assert {i["length"] for i in items} == {"worse-longer", "worse-shorter", "similar"}
 
 
-def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
-    """judge_fresh.jsonl: another writers' set, kept for confirming a choice of judge; on
-    test-split scenarios, which no training or tuning step may read."""
+def checked_test_split_set(name: str) -> list[dict]:
+    """benchmarks/data/NAME.jsonl, checked: 72 items with unique ids, 8 per kind of flaw, every
+    scenario's dilemma and persona pair from the test split."""
     import collections
     from pathlib import Path
 
-    items = load_items(Path("benchmarks/data/judge_fresh.jsonl"))
+    items = load_items(Path(f"benchmarks/data/{name}.jsonl"))
     assert set(collections.Counter(i["flaw"] for i in items).values()) == {8}
     assert len(items) == len({i["id"] for i in items}) == 72
     assert {i["scenario"].dilemma.split for i in items} == {"test"}
     assert {i["scenario"].pair.split for i in items} == {"test"}
+    return items
+
+
+def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
+    """judge_fresh.jsonl: another writers' set, kept for confirming a choice of judge; on
+    test-split scenarios, which no training or tuning step may read."""
+    import collections
+
+    items = checked_test_split_set("judge_fresh")
     by_length = collections.Counter(i["length"] for i in items)
     assert min(by_length.values()) >= 20, by_length
 
@@ -192,11 +201,7 @@ def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
     import collections
     from pathlib import Path
 
-    items = load_items(Path("benchmarks/data/judge_reserve.jsonl"))
-    assert set(collections.Counter(i["flaw"] for i in items).values()) == {8}
-    assert len(items) == len({i["id"] for i in items}) == 72
-    assert {i["scenario"].dilemma.split for i in items} == {"test"}
-    assert {i["scenario"].pair.split for i in items} == {"test"}
+    items = checked_test_split_set("judge_reserve")
     assert set(collections.Counter(i["length"] for i in items).values()) == {24}
     others = {
         item["scenario_id"]
