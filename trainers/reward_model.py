@@ -51,6 +51,7 @@ from trainers.preferences import (
 )
 
 RECIPE_VERSION = "ca-rm-v2"
+BOTTOM_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -89,6 +90,20 @@ class RewardModelRecipe:
         default=False,
         metadata={"help": "Weight the loss so every kind of flaw counts the same in total."},
     )
+    bottom_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "Precision of the frozen bottom layers (float32 or bfloat16; the top "
+            "layers always train in float32). bfloat16 computes their outputs about 2.5x "
+            "faster on CPU and matches a judge run with dtype=bfloat16."
+        },
+    )
+
+    def __post_init__(self):
+        if self.bottom_dtype not in BOTTOM_DTYPES:
+            raise ValueError(
+                f"bottom_dtype: expected one of {list(BOTTOM_DTYPES)}, got {self.bottom_dtype!r}"
+            )
 
 
 def _lora_config(recipe: RewardModelRecipe, layers: int) -> Any:
@@ -132,11 +147,16 @@ class _Trunk:
     """The decoder split in two: the frozen bottom layers, run once per text (their outputs
     are cached), and the top layers that carry the LoRA adapter, run with gradients."""
 
-    def __init__(self, peft_model: Any, trained_layers: int):
+    def __init__(self, peft_model: Any, trained_layers: int, bottom_dtype: str = "float32"):
+        import torch
+
         classifier = peft_model.base_model.model
         self.decoder = classifier.model
         self.head = classifier.score
         self.first = len(self.decoder.layers) - trained_layers
+        self.bottom_dtype = getattr(torch, bottom_dtype)
+        for layer in self.decoder.layers[: self.first]:
+            layer.to(self.bottom_dtype)
 
     def _run(self, hidden: Any, layers: Sequence[Any]) -> Any:
         import torch
@@ -155,7 +175,8 @@ class _Trunk:
 
         with torch.inference_mode():
             embedded = self.decoder.embed_tokens(torch.tensor([list(ids)]))
-            return self._run(embedded, self.decoder.layers[: self.first]).clone()
+            hidden = self._run(embedded.to(self.bottom_dtype), self.decoder.layers[: self.first])
+            return hidden.float().clone()  # the top layers read float32
 
     def reward(self, cached: Any) -> Any:
         hidden = self._run(cached, self.decoder.layers[self.first :])
@@ -167,10 +188,14 @@ class _BottomCache:
     per sequence, named by a hash of the base model, the split point and the token ids, and
     written atomically, so an interrupted run loses at most the text it was computing."""
 
-    def __init__(self, root: str | Path, base: str, first_trained_layer: int):
+    def __init__(
+        self, root: str | Path, base: str, first_trained_layer: int, dtype: str = "float32"
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.prefix = f"{base}:{first_trained_layer}:"
+        # float32 keeps the key it had before other precisions existed (caches stay valid)
+        precision = "" if dtype == "float32" else f"{dtype}:"
+        self.prefix = f"{base}:{first_trained_layer}:{precision}"
         self.hits = 0
 
     def get(self, ids: Sequence[int], compute: Any) -> Any:
@@ -242,7 +267,9 @@ def train_reward_model(
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tokenizer = load_classifier(recipe.base, torch.float32)
     peft_model = get_peft_model(model, _lora_config(recipe, model.config.num_hidden_layers))
-    trunk = _Trunk(peft_model, min(recipe.lora_layers, model.config.num_hidden_layers))
+    trunk = _Trunk(
+        peft_model, min(recipe.lora_layers, model.config.num_hidden_layers), recipe.bottom_dtype
+    )
 
     texts = _distinct_texts(train_pairs)
     ids = encode_for_reward(
@@ -253,7 +280,9 @@ def train_reward_model(
         p for p in train_pairs if {(p.scenario_id, p.chosen), (p.scenario_id, p.rejected)} <= keep
     ]
     started = time.perf_counter()
-    disk = _BottomCache(bottom_cache or out / ".bottom-cache", recipe.base, trunk.first)
+    disk = _BottomCache(
+        bottom_cache or out / ".bottom-cache", recipe.base, trunk.first, recipe.bottom_dtype
+    )
     print(f"caching the bottom layers' outputs for {len(keep)} texts", flush=True)
     cached = {
         key: disk.get(seq, trunk.bottom) for key, seq in zip(texts, ids, strict=True) if key in keep
@@ -341,7 +370,15 @@ def train_reward_model(
     sample = random.Random(recipe.seed).sample(
         train_pairs, min(recipe.calibration_pairs, len(train_pairs))
     )
-    measured = _measure(peft_model, tokenizer, bank, sample, held_pairs)
+    measured = _measure(
+        trunk,
+        cached,
+        lambda sequence: disk.get(sequence, trunk.bottom),
+        tokenizer,
+        bank,
+        sample,
+        held_pairs,
+    )
     calibration = {
         "center": round(statistics.fmean(measured["train_rewards"]), 4),
         "scale": round(max(statistics.pstdev(measured["train_rewards"]), 1e-3), 4),
@@ -371,21 +408,31 @@ def train_reward_model(
     return metadata
 
 
-def _measure(model: Any, tokenizer: Any, bank: Any, train_pairs, held_pairs) -> dict[str, Any]:
-    """Rewards of the given training pairs' texts; accuracy on them and on held-out pairs."""
-    from llm.reward_backend import RewardModelBackend
+def _measure(
+    trunk: _Trunk, bottoms: dict, bottom: Any, tokenizer: Any, bank: Any, train_pairs, held_pairs
+) -> dict[str, Any]:
+    """Rewards of the given training pairs' texts; accuracy on them and on held-out pairs.
+
+    Every text goes through the trunk the model was trained with: the bottom layers' output
+    from ``bottoms`` (the training texts) or ``bottom(ids)`` (the held-out ones, which go to
+    the disk cache), then the top layers, so the measured rewards use the bottom layers'
+    precision of the training run.
+    """
+    import torch
+
+    from llm.reward_backend import encode_for_reward
     from negotiation_env.judges.reward_model import reward_conversation
 
-    scorer = RewardModelBackend.from_objects(model, tokenizer)
     # each distinct text once: a good resolution is the chosen side of many pairs
     keys = _distinct_texts([*train_pairs, *held_pairs])
-    scored = dict(
-        zip(
-            keys,
-            scorer.score([reward_conversation(bank.get(sid), text) for sid, text in keys]),
-            strict=True,
-        )
+    ids = encode_for_reward(
+        tokenizer, [reward_conversation(bank.get(sid), text) for sid, text in keys]
     )
+    scored = {}
+    with torch.no_grad():
+        for key, sequence in zip(keys, ids, strict=True):
+            hidden = bottoms[key] if key in bottoms else bottom(sequence)
+            scored[key] = float(trunk.reward(hidden))
 
     def rewards(pairs, side):
         return [scored[(p.scenario_id, getattr(p, side))] for p in pairs]
