@@ -114,6 +114,17 @@ def load_classifier(base: str, dtype: torch.dtype, cache: str | None = None) -> 
     return model, tokenizer
 
 
+def _score_in_float32(model: Any) -> None:
+    """Run the scalar head in float32 on a half-precision reward model: rewards of a few
+    units are spaced about 0.02 apart in bfloat16, enough to tie close texts, and the head
+    is one vector, so float32 costs nothing."""
+    head = model.get_base_model().score
+    if next(head.parameters()).dtype == torch.float32:
+        return
+    head.float()
+    head.register_forward_pre_hook(lambda module, inputs: tuple(x.float() for x in inputs))
+
+
 class RewardModelBackend:
     """Scores conversations with a LoRA reward model (see the module docstring)."""
 
@@ -140,6 +151,7 @@ class RewardModelBackend:
         except (OSError, ValueError) as error:
             raise BackendError(f"cannot load reward-model adapter {folder}: {error}") from None
         self.model = model.to(self.device).eval()
+        _score_in_float32(self.model)
         self.max_batch_size = max_batch_size
         self.calibration = dict(metadata["calibration"])
         self.metadata = metadata
@@ -147,24 +159,6 @@ class RewardModelBackend:
         # recipe (same metadata name) never share judge-cache entries or report rows
         recipe = metadata.get("name", folder.name)
         self.name = f"{metadata['base']}+{recipe}@{adapter_digest(folder)}"
-
-    @classmethod
-    def from_objects(
-        cls,
-        model: Any,
-        tokenizer: Any,
-        calibration: dict[str, float] | None = None,
-        name: str = "in-memory",
-        max_batch_size: int = 16,
-    ) -> RewardModelBackend:
-        """Wrap a reward model already in memory (e.g. the one being trained)."""
-        backend = cls.__new__(cls)
-        backend.model, backend.tokenizer = model, tokenizer
-        backend.device = next(model.parameters()).device
-        backend.max_batch_size = max_batch_size
-        backend.calibration = dict(calibration or {"center": 0.0, "scale": 1.0})
-        backend.metadata, backend.name = {}, name
-        return backend
 
     def encode(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         return encode_for_reward(self.tokenizer, conversations)

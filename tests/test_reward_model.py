@@ -117,6 +117,10 @@ def test_the_bottom_cache_computes_a_sequence_once_and_keys_by_base_and_split(tm
     assert again.get([1, 2], compute).item() == 3.0 and again.hits == 1
     _BottomCache(tmp_path / "c", "smollm2", 22).get([1, 2], compute)  # another split point
     assert len(calls) == 3
+    _BottomCache(tmp_path / "c", "smollm2", 26, "bfloat16").get([1, 2], compute)  # precision
+    assert len(calls) == 4
+    assert _BottomCache(tmp_path / "c", "smollm2", 26, "float32").get([1, 2], compute)
+    assert len(calls) == 4  # float32 is the key the cache had before precisions existed
     assert not list((tmp_path / "c").glob("*.tmp"))
 
 
@@ -176,17 +180,27 @@ def test_authored_flaws_pair_against_both_good_texts(sources):
     assert chosen <= {sources[0].good_long, sources[0].good_short}
 
 
+def test_the_recipe_refuses_an_unknown_bottom_precision():
+    from trainers.reward_model import RewardModelRecipe, main
+
+    with pytest.raises(ValueError, match=r"bottom_dtype: expected one of .*'float16'"):
+        RewardModelRecipe(bottom_dtype="float16")
+    assert main(["--out", "unused", "--bottom-dtype", "int8"]) == 2
+
+
 @pytest.mark.slow
-def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
+@pytest.mark.parametrize("bottom_dtype", ["float32", "bfloat16"])
+def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path, bottom_dtype):
     from llm.reward_backend import RewardModelBackend, adapter_digest, read_metadata
     from trainers.reward_model import RewardModelRecipe, train_reward_model
 
     recipe = RewardModelRecipe(
+        bottom_dtype=bottom_dtype,
         max_sources=2,
         max_steps=12,
         lora_layers=2,
         learning_rate=1e-3,
-        held_out_share=0.0,
+        held_out_share=0.5,  # one of the two dilemmas: its texts' bottoms are computed after
         log_every=4,
         calibration_pairs=8,
         checkpoint_every=6,
@@ -198,12 +212,16 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path):
     assert len(losses) == 12
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
     assert "off_topic_near" in metadata["data"]["train"]["by_flaw"]
+    assert metadata["held_out"]["pairs"] > 0 and metadata["held_out"]["accuracy"] is not None
     assert read_metadata(tmp_path / "rm")["calibration"]["scale"] > 0
     assert not (tmp_path / "rm" / "README.md").exists()  # peft's empty model card
     assert not (tmp_path / "rm" / ".bottom-cache").exists()  # removed when training ends
-    scorer = RewardModelBackend(adapter=tmp_path / "rm")
+    assert read_metadata(tmp_path / "rm")["recipe"]["bottom_dtype"] == bottom_dtype
+    scorer = RewardModelBackend(adapter=tmp_path / "rm", dtype=bottom_dtype)
     assert scorer.name == f"smollm2+ca-rm-v2@{adapter_digest(tmp_path / 'rm')}"
     assert len(scorer.score([[{"role": "user", "content": "hello"}]])) == 1
+    head = scorer.model.get_base_model().score  # float32 whatever the body's precision
+    assert {str(p.dtype) for p in head.parameters()} == {"torch.float32"}
 
 
 def test_an_adapter_is_a_folder_or_a_shipped_name(tmp_path, monkeypatch):
