@@ -16,7 +16,8 @@ no other judge data uses, 8 per kind of flaw, kept out of every training and tun
 0.72). ``judge_fresh.jsonl`` (``--items``): 72 pairs by four more writers on test-split
 scenarios, scored once to confirm ca-rm-v2, then used to decide on rm-v3.
 ``judge_reserve.jsonl`` (``--items``): 72 pairs by four more writers on test-split
-scenarios no other set uses, kept unscored for the next choice of judge.
+scenarios no other set uses, first scored to decide on a reward model on a larger base
+(not adopted; docs/results/rm-qwen).
 
 For every model x rubric wording x mode:
 

@@ -196,7 +196,7 @@ def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
 
 
 def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
-    """judge_reserve.jsonl: a fifth writers' set, kept unscored for the next choice of judge;
+    """judge_reserve.jsonl: a fifth writers' set, which decided the choice of docs/results/rm-qwen;
     test-split scenarios only, none of them in another labelled set."""
     import collections
     from pathlib import Path
