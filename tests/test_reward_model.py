@@ -200,7 +200,7 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path, bottom_dtype):
         max_steps=12,
         lora_layers=2,
         learning_rate=1e-3,
-        held_out_share=0.5,  # one of the two dilemmas: its texts' bottoms are computed after
+        held_out_share=0.5,  # one dilemma held out: its bottoms are computed when measuring
         log_every=4,
         calibration_pairs=8,
         checkpoint_every=6,
