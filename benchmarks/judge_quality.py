@@ -18,6 +18,9 @@ scenarios, scored once to confirm ca-rm-v2, then used to decide on rm-v3.
 ``judge_reserve.jsonl`` (``--items``): 72 pairs by four more writers on test-split
 scenarios no other set uses, first scored to decide on a reward model on a larger base
 (not adopted; docs/results/rm-qwen).
+``judge_sixth.jsonl`` (``--items``): 72 pairs by four more writers on test-split scenarios
+no other set uses, kept unscored for the next choice of judge
+(docs/results/judge_sixth/purpose.md).
 
 For every model x rubric wording x mode:
 

@@ -195,17 +195,31 @@ def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
     assert min(by_length.values()) >= 20, by_length
 
 
-def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
-    """judge_reserve.jsonl: a fifth writers' set, which decided the choice of docs/results/rm-qwen;
-    test-split scenarios only, none of them in another labelled set."""
+def assert_balanced_on_scenarios_of_its_own(name: str, earlier: tuple[str, ...]) -> None:
+    """benchmarks/data/NAME.jsonl passes checked_test_split_set, holds each length relation 24
+    times, and uses no scenario of the EARLIER labelled sets."""
     import collections
     from pathlib import Path
 
-    items = checked_test_split_set("judge_reserve")
+    items = checked_test_split_set(name)
     assert set(collections.Counter(i["length"] for i in items).values()) == {24}
     others = {
         item["scenario_id"]
-        for name in ("judge_quality", "judge_dev", "judge_select", "judge_fresh")
-        for item in load_items(Path(f"benchmarks/data/{name}.jsonl"))
+        for other in earlier
+        for item in load_items(Path(f"benchmarks/data/{other}.jsonl"))
     }
     assert not {i["scenario_id"] for i in items} & others
+
+
+def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
+    """judge_reserve.jsonl: a fifth writers' set, which decided the choice of docs/results/rm-qwen;
+    test-split scenarios only, none of them in another labelled set."""
+    earlier = ("judge_quality", "judge_dev", "judge_select", "judge_fresh")
+    assert_balanced_on_scenarios_of_its_own("judge_reserve", earlier)
+
+
+def test_the_sixth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
+    """judge_sixth.jsonl: a sixth writers' set, kept unscored for the next choice of judge;
+    test-split scenarios only, none of them in another labelled set."""
+    earlier = ("judge_quality", "judge_dev", "judge_select", "judge_fresh", "judge_reserve")
+    assert_balanced_on_scenarios_of_its_own("judge_sixth", earlier)
