@@ -29,7 +29,7 @@ import torch
 
 from llm.interface import BackendError, Conversation
 from llm.models import check_adapter, quiet_loading, resolve_model
-from llm.transformers_backend import pick_device, pick_dtype
+from llm.transformers_backend import pick_device, pick_dtype, run_in_float32
 
 METADATA_FILE = "reward_model.json"
 SHIPPED_ADAPTER = "ca-rm-v2"
@@ -114,17 +114,6 @@ def load_classifier(base: str, dtype: torch.dtype, cache: str | None = None) -> 
     return model, tokenizer
 
 
-def _score_in_float32(model: Any) -> None:
-    """Run the scalar head in float32 on a half-precision reward model: rewards of a few
-    units are spaced about 0.02 apart in bfloat16, enough to tie close texts, and the head
-    is one vector, so float32 costs nothing."""
-    head = model.get_base_model().score
-    if next(head.parameters()).dtype == torch.float32:
-        return
-    head.float()
-    head.register_forward_pre_hook(lambda module, inputs: tuple(x.float() for x in inputs))
-
-
 class RewardModelBackend:
     """Scores conversations with a LoRA reward model (see the module docstring)."""
 
@@ -151,7 +140,9 @@ class RewardModelBackend:
         except (OSError, ValueError) as error:
             raise BackendError(f"cannot load reward-model adapter {folder}: {error}") from None
         self.model = model.to(self.device).eval()
-        _score_in_float32(self.model)
+        # rewards of a few units are spaced about 0.02 apart in bfloat16, enough to tie close
+        # texts; the head is one vector, so float32 costs nothing
+        run_in_float32(self.model.get_base_model().score)
         self.max_batch_size = max_batch_size
         self.calibration = dict(metadata["calibration"])
         self.metadata = metadata

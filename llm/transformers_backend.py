@@ -77,14 +77,22 @@ def keep_head_in_float32(model: torch.nn.Module) -> None:
     done in float32.
     """
     head = model.get_output_embeddings()
-    if head is None or head.weight.dtype == torch.float32:
+    if head is not None:
+        run_in_float32(head)
+
+
+def run_in_float32(module: torch.nn.Module) -> None:
+    """Run one module of a half-precision model in float32: its inputs are cast up and its
+    parameters become float32 copies (with tied embeddings, converting the shared weight in
+    place would turn the input embeddings to float32 as well). Nothing is done to a module
+    already in float32."""
+    if all(p.dtype == torch.float32 for p in module.parameters()):
         return
-    # A separate float32 copy: with tied embeddings, converting the shared weight in place
-    # would turn the input embeddings to float32 as well.
-    head.weight = torch.nn.Parameter(head.weight.detach().float().clone(), requires_grad=False)
-    if getattr(head, "bias", None) is not None:
-        head.bias = torch.nn.Parameter(head.bias.detach().float().clone(), requires_grad=False)
-    head.register_forward_pre_hook(lambda module, inputs: tuple(x.float() for x in inputs))
+    for part in module.modules():
+        for name, parameter in list(part.named_parameters(recurse=False)):
+            copy = torch.nn.Parameter(parameter.detach().float().clone(), requires_grad=False)
+            setattr(part, name, copy)
+    module.register_forward_pre_hook(lambda _, inputs: tuple(x.float() for x in inputs))
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
