@@ -52,6 +52,7 @@ from typing import Any
 
 from benchmarks.command import run_main
 from benchmarks.machine import describe_machine, machine_line
+from benchmarks.metrics import sign_flip_p_value
 from llm.specs import load_backend
 from negotiation_env.jsonl import DataFileError, read_jsonl, write_text_atomic
 from negotiation_env.judges import MarkerAgreementDetector
@@ -449,6 +450,32 @@ def flaw_accuracy(run: dict[str, Any]) -> dict[str, float]:
     return {flaw: sum(values) / len(values) for flaw, values in outcomes.items()}
 
 
+def paired_comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The first absolute run against each later one, item by item: how many pairs only one
+    of the two ranks right (a tie counts half, as in the accuracy), and the sign-flip
+    p-value of "they are equally accurate" on the per-item differences."""
+    runs = [run for run in report["runs"] if run["kind"] == "absolute"]
+    comparisons = []
+    for other in runs[1:]:
+        first = {row["id"]: _absolute_win(row) for row in runs[0]["rows"]}
+        differences = []
+        for row in other["rows"]:
+            mine, theirs = first.get(row["id"]), _absolute_win(row)
+            if mine is not None and theirs is not None:
+                differences.append(theirs - mine)
+        comparisons.append(
+            {
+                "first": runs[0]["model"],
+                "other": other["model"],
+                "items": len(differences),
+                "right_only_with_first": sum(-d for d in differences if d < 0),
+                "right_only_with_other": sum(d for d in differences if d > 0),
+                "p_value": sign_flip_p_value(differences),
+            }
+        )
+    return comparisons
+
+
 # The judge issue's targets, checked for every judge the report holds: (what, run kind, subset,
 # field, at least / at most, threshold). Injection inflation is read from the held-out
 # attack file's rows for the judge's own defence.
@@ -561,6 +588,21 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {run['model']} | {run['rubric']} | {run['mode']} | {run['kind']} | "
                 + " | ".join(_f(by_flaw.get(flaw)) for flaw in flaws)
                 + " |"
+            )
+    comparisons = paired_comparisons(report)
+    if comparisons:
+        lines += [
+            "\n## The first judge against each other one, item by item (absolute)\n",
+            "Pairs ranked right by only one of the two (a tie counts half); p: sign-flip test "
+            "of equal accuracy on the per-item differences.\n",
+            "| first | other | items | right only with first | right only with other | p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in comparisons:
+            lines.append(
+                f"| {c['first']} | {c['other']} | {c['items']} | "
+                f"{c['right_only_with_first']:g} | {c['right_only_with_other']:g} | "
+                f"{c['p_value']:.2f} |"
             )
     if report.get("agreement"):
         lines += [

@@ -7,6 +7,7 @@ from benchmarks.judge_quality import (
     flaw_accuracy,
     load_items,
     markdown,
+    paired_comparisons,
     per_flaw,
     target_checks,
     threshold_metrics,
@@ -52,6 +53,26 @@ def test_flaw_accuracy_counts_absolute_ties_as_half_and_pairwise_inconsistency_a
         ],
     }
     assert flaw_accuracy(pairwise) == {"vague": pytest.approx(0.5)}
+
+
+def test_two_judges_are_compared_item_by_item_with_ties_counting_half():
+    def run(model, pairs):
+        rows = [
+            {"id": f"x-{i}", "flaw": "vague", "better": b, "worse": w}
+            for i, (b, w) in enumerate(pairs)
+        ]
+        return {"model": model, "kind": "absolute", "rows": rows}
+
+    first = run("rm", [(3, 2), (3, 2), (2, 3), (2, 2), (3, 2)])
+    other = run("rm-gated", [(3, 2), (2, 3), (3, 2), (3, 2), (None, 2)])
+    pairwise = {"model": "p", "kind": "pairwise", "rows": []}
+    (comparison,) = paired_comparisons({"runs": [first, pairwise, other]})
+    # item 1 only the first gets right, item 2 only the other, item 3 a tie against a win
+    # (half a pair); item 4 is unscored by the other and left out
+    assert comparison["items"] == 4
+    assert comparison["right_only_with_first"] == 1
+    assert comparison["right_only_with_other"] == 1.5
+    assert 0 < comparison["p_value"] <= 1
 
 
 def test_rerun_rows_replace_the_earlier_ones_with_the_same_key():

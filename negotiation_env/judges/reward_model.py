@@ -15,6 +15,11 @@ biased by. Injection: sentences flagged by the detector are removed before scori
 default (``injection="penalize"``), a flagged resolution loses ``injection_penalty`` points:
 a resolution that talks to its grader is worse, and what it said is not scored.
 
+Off topic: with a relevance gate (``rm?relevance=smollm2``;
+:mod:`negotiation_env.judges.relevance`), a resolution that reading its dilemma does not make
+more likely is marked off topic and loses ``off_topic_penalty`` points, in reward units like
+the injection penalty, so pairwise verdicts follow. Its relevance is kept in the details.
+
 >>> judge = load_judge("rm")                                           # doctest: +SKIP
 >>> judge.score_batch([JudgeRequest(scenario, "We split the cost ...")])[0].score  # doctest: +SKIP
 3.1
@@ -31,6 +36,7 @@ from negotiation_env.judges.base import Judgement, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache, cache_key
 from negotiation_env.judges.pairwise import PairwiseJudgement, PairwiseRequest, pairwise_from_scores
 from negotiation_env.judges.prompting import detect_injection, strip_injection
+from negotiation_env.judges.relevance import RelevanceGate
 from negotiation_env.scenarios import Scenario
 
 INJECTION_POLICIES = ("strip", "penalize", "flag")
@@ -86,15 +92,23 @@ class RewardModelJudge:
         injection: str = "penalize",
         injection_penalty: float = 1.0,
         cache: JudgeCache | None = None,
+        relevance: RelevanceGate | None = None,
+        off_topic_penalty: float = 2.0,
     ):
         if injection not in INJECTION_POLICIES:
             raise ValueError(f"injection: {injection!r} is not one of {list(INJECTION_POLICIES)}")
+        if not 0 <= off_topic_penalty <= 5:
+            raise ValueError(f"off_topic_penalty: need 0 to 5 points, got {off_topic_penalty}")
         self.scorer = scorer
         self.calibration = Calibration(**scorer.calibration)
         self.injection = injection
         self.injection_penalty = injection_penalty
         self.cache = cache if cache is not None else JudgeCache()
-        self.name = f"rm:{scorer.name}|{injection}"
+        self.relevance = relevance
+        self.off_topic_penalty = off_topic_penalty
+        self.name = f"rm:{scorer.name}|{injection}" + (
+            f"|{relevance.name}-{off_topic_penalty:g}" if relevance is not None else ""
+        )
 
     def describe(self) -> dict[str, str]:
         return {"model": self.scorer.name, "mode": "reward-model", "rubric": "bradley-terry"}
@@ -104,8 +118,15 @@ class RewardModelJudge:
             return text, detect_injection(text)
         return strip_injection(text)
 
-    def rewards(self, requests: Sequence[JudgeRequest]) -> list[tuple[float, list[str]]]:
-        """(raw reward, injection signals) per request, with the penalty already applied."""
+    def _points(self, points: float) -> float:
+        """``points`` on the 0-5 scale in reward units (about, near the middle of the scale)."""
+        return 4 * self.calibration.scale * points / 5
+
+    def rewards(
+        self, requests: Sequence[JudgeRequest]
+    ) -> list[tuple[float, list[str], float | None]]:
+        """(raw reward, injection signals, relevance or None) per request, with the
+        penalties already applied."""
         cleaned = [self._clean(r.resolution) for r in requests]
         conversations = [
             reward_conversation(r.scenario, text)
@@ -120,12 +141,23 @@ class RewardModelJudge:
             ):
                 values[index] = float(reward)
                 self.cache.put(keys[index], values[index])
+        relevances: list[float | None] = [None] * len(requests)
+        if self.relevance is not None:
+            relevances = list(
+                self.relevance.relevance(
+                    [
+                        JudgeRequest(r.scenario, text)
+                        for r, (text, _) in zip(requests, cleaned, strict=True)
+                    ]
+                )
+            )
         results = []
-        for value, (_, signals) in zip(values, cleaned, strict=True):
+        for value, (_, signals), relevance in zip(values, cleaned, relevances, strict=True):
             if signals and self.injection == "penalize":
-                # the penalty in reward units: the score drops by about injection_penalty
-                value -= 4 * self.calibration.scale * self.injection_penalty / 5
-            results.append((value, signals))
+                value -= self._points(self.injection_penalty)
+            if relevance is not None and self.relevance.off_topic(relevance):
+                value -= self._points(self.off_topic_penalty)
+            results.append((value, signals, relevance))
         return results
 
     def score_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgement]:
@@ -137,9 +169,12 @@ class RewardModelJudge:
                 for _ in requests
             ]
         judgements = []
-        for reward, signals in rewards:
+        for reward, signals, relevance in rewards:
             score = self.calibration.to_score(reward)
             details: dict[str, Any] = {**self.describe(), "reward": reward, "injection": signals}
+            if relevance is not None:
+                details["relevance"] = relevance
+                details["off_topic"] = self.relevance.off_topic(relevance)
             judgements.append(Judgement(score, self.name, details))
         return judgements
 
@@ -152,7 +187,7 @@ class RewardModelJudge:
             for text in (r.resolution_a, r.resolution_b)
         ]
         try:
-            raw = [Judgement(reward, self.name) for reward, _ in self.rewards(texts)]
+            raw = [Judgement(reward, self.name) for reward, *_ in self.rewards(texts)]
         except Exception as error:  # noqa: BLE001 - a failing model becomes a reasoned result
             raw = [Judgement(None, self.name, error=f"{type(error).__name__}: {error}")] * len(
                 texts

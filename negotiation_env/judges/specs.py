@@ -113,12 +113,27 @@ def _reward_model_judge(options: dict[str, Any]) -> Any:
     from negotiation_env.judges.reward_model import RewardModelJudge
 
     judge_options = {
-        k: options.pop(k) for k in ("injection", "injection_penalty", "cache") if k in options
+        k: options.pop(k)
+        for k in ("injection", "injection_penalty", "cache", "off_topic_penalty")
+        if k in options
     }
+    gate_model = options.pop("relevance", None)
+    threshold = options.pop("relevance_threshold", None)
     allowed = ("adapter", "device", "dtype", "max_batch_size", "cache_dir")
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise SpecError(f"rm: unknown option(s) {unknown}; allowed: {list(allowed)}")
+        raise SpecError(
+            f"rm: unknown option(s) {unknown}; allowed: "
+            f"{[*allowed, 'relevance', 'relevance_threshold', 'off_topic_penalty']}"
+        )
+    if gate_model not in (None, "none"):
+        from negotiation_env.judges.relevance import RelevanceGate
+
+        judge_options["relevance"] = RelevanceGate.load(
+            str(gate_model), threshold, cache=judge_options.get("cache")
+        )
+    elif threshold is not None or "off_topic_penalty" in judge_options:
+        raise SpecError("rm: relevance_threshold and off_topic_penalty need relevance=MODEL")
     key = tuple(sorted(options.items()))
     if key not in _reward_backends:
         from llm.reward_backend import RewardModelBackend
@@ -149,7 +164,8 @@ def load_judge(spec: str, criterion: str = "ca", role: str = "evaluation") -> An
     - ``checklist``: checklist judging (``rubric`` a checklist id or YAML file, ``model`` the
       backend spec answering it, default SmolLM2);
     - ``rm``: the trained reward model shipped with the package (``adapter=DIR`` for another,
-      ``adapter=ca-rm-v1`` for the earlier shipped one);
+      ``adapter=ca-rm-v1`` for the earlier shipped one; ``relevance=smollm2`` adds the
+      off-topic gate, with ``relevance_threshold`` and ``off_topic_penalty`` points);
     - ``ensemble:A+B``: the mean of several judges;
     - a registered model, ``hf:PATH`` or ``openai:MODEL@URL``: a holistic LLM judge with
       options ``rubric``, ``mode`` (auto, expected, parsed), ``include_transcript``;
