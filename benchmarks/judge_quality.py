@@ -19,8 +19,8 @@ scenarios, scored once to confirm ca-rm-v2, then used to decide on rm-v3.
 scenarios no other set uses, first scored to decide on a reward model on a larger base
 (not adopted; docs/results/rm-qwen).
 ``judge_sixth.jsonl`` (``--items``): 72 pairs by four more writers on test-split scenarios
-no other set uses, kept unscored for the next choice of judge
-(docs/results/judge_sixth/purpose.md).
+no other set uses, kept unscored until it decided on an off-topic gate for the reward model
+(not adopted; docs/results/relevance-gate).
 
 For every model x rubric wording x mode:
 

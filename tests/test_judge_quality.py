@@ -240,7 +240,7 @@ def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
 
 
 def test_the_sixth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
-    """judge_sixth.jsonl: a sixth writers' set, kept unscored for the next choice of judge;
-    test-split scenarios only, none of them in another labelled set."""
+    """judge_sixth.jsonl: a sixth writers' set, kept unscored until it decided one choice of
+    judge; test-split scenarios only, none of them in another labelled set."""
     earlier = ("judge_quality", "judge_dev", "judge_select", "judge_fresh", "judge_reserve")
     assert_balanced_on_scenarios_of_its_own("judge_sixth", earlier)
