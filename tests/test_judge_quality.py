@@ -244,3 +244,17 @@ def test_the_sixth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
     judge; test-split scenarios only, none of them in another labelled set."""
     earlier = ("judge_quality", "judge_dev", "judge_select", "judge_fresh", "judge_reserve")
     assert_balanced_on_scenarios_of_its_own("judge_sixth", earlier)
+
+
+def test_the_seventh_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
+    """judge_seventh.jsonl: a seventh set by eight more writers, kept unscored for the next
+    choice of judge; test-split scenarios only, none of them in another labelled set."""
+    earlier = (
+        "judge_quality",
+        "judge_dev",
+        "judge_select",
+        "judge_fresh",
+        "judge_reserve",
+        "judge_sixth",
+    )
+    assert_balanced_on_scenarios_of_its_own("judge_seventh", earlier)
