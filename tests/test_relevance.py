@@ -3,6 +3,8 @@ and the reward-model judge that uses it."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from llm.specs import SpecError
@@ -79,7 +81,7 @@ def test_the_gated_judge_marks_the_off_topic_text_down_by_its_penalty(gate, scen
     assert off_topic.details["off_topic"] and not on_topic.details["off_topic"]
     assert off_topic.details["relevance"] < on_topic.details["relevance"]
     # 2 points in reward units near the middle of the scale: 5 * sigmoid(-1.6)
-    assert off_topic.score == pytest.approx(5 / (1 + 2.718281828**1.6), abs=1e-3)
+    assert off_topic.score == pytest.approx(5 / (1 + math.exp(1.6)), abs=1e-3)
     verdict = judge.compare_batch([PairwiseRequest(scenario, ELSEWHERE, VIAL)])[0]
     assert verdict.preferred == "b"
     ungated = RewardModelJudge(ConstantScorer()).score_batch([JudgeRequest(scenario, ELSEWHERE)])
@@ -125,7 +127,7 @@ def test_the_fit_command_writes_its_threshold_and_counts(tmp_path):
     assert report["good_gated"] == 2  # 25% of them
     assert report["off_topic_texts"] > 0
     assert len(report["transfer_between_halves"]) == 2
-    # a second fit reads every relevance from the cache and agrees
+    # a second fit over the same cache file agrees
     assert main([*arguments, "--out", str(tmp_path / "again")]) == 0
     again = json.loads((tmp_path / "again" / "fit.json").read_text())
     assert again["threshold"] == report["threshold"]
