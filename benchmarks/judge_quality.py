@@ -458,9 +458,9 @@ def paired_comparisons(report: dict[str, Any]) -> list[dict[str, Any]]:
     of the two ranks right (a tie counts half, as in the accuracy), and the sign-flip
     p-value of "they are equally accurate" on the per-item differences."""
     runs = [run for run in report["runs"] if run["kind"] == "absolute"]
+    first = {row["id"]: _absolute_win(row) for row in runs[0]["rows"]} if runs else {}
     comparisons = []
     for other in runs[1:]:
-        first = {row["id"]: _absolute_win(row) for row in runs[0]["rows"]}
         differences = []
         for row in other["rows"]:
             mine, theirs = first.get(row["id"]), _absolute_win(row)
