@@ -327,6 +327,24 @@ def test_cache_avoids_paying_twice_and_persists_across_instances(bank, tmp_path)
     assert len(backend.calls) == 3  # a different rubric is a different question
 
 
+def test_get_or_compute_pays_once_per_missing_key_and_stores_chunk_by_chunk(tmp_path):
+    cache = JudgeCache(tmp_path / "cache.sqlite")
+    cache.put("a", 1.0)
+    asked = []
+
+    def compute(indices):
+        asked.append(list(indices))
+        return [10.0 * i for i in indices]
+
+    keys = ["a", "b", "c", "b", "d"]
+    # "b" is asked for once (its last position), "a" comes from the cache; two per chunk
+    assert cache.get_or_compute(keys, compute, chunk_size=2) == [1.0, 30.0, 20.0, 30.0, 40.0]
+    assert asked == [[3, 2], [4]]
+    assert JudgeCache(tmp_path / "cache.sqlite").get("d") == 40.0
+    assert cache.get_or_compute(keys, compute) == [1.0, 30.0, 20.0, 30.0, 40.0]
+    assert len(asked) == 2  # everything is cached now
+
+
 def test_failures_are_not_cached(bank, tmp_path):
     backend = ScriptedJudgeBackend(lambda t: 3, logprobs=False, answer="no score")
     judge = LLMJudge(backend, mode="auto", max_retries=0, cache=JudgeCache(tmp_path / "c.sqlite"))

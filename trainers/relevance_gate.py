@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from negotiation_env.jsonl import write_text_atomic
 from negotiation_env.judges.base import JudgeRequest
 from negotiation_env.judges.cache import JudgeCache
 from negotiation_env.judges.relevance import RelevanceGate
 from negotiation_env.scenarios import ScenarioBank
+from negotiation_env.scenarios.records import split_scenario_id
 from trainers.preferences import build_pairs, load_source_list
 
 OFF_TOPIC_FLAWS = ("off_topic", "off_topic_near")
@@ -88,12 +90,12 @@ def fit(
     }
     threshold = threshold_for(list(by_key["good"].values()), share)
 
-    dilemmas = sorted({s.split("/")[0] for s, _ in good_keys})
+    dilemmas = sorted({split_scenario_id(s)[0] for s, _ in good_keys})
     random.Random(seed).shuffle(dilemmas)
     halves = [set(dilemmas[: len(dilemmas) // 2]), set(dilemmas[len(dilemmas) // 2 :])]
 
     def half(kind: str, dilemmas_of: set[str]) -> list[float]:
-        return [v for (s, _), v in by_key[kind].items() if s.split("/")[0] in dilemmas_of]
+        return [v for (s, _), v in by_key[kind].items() if split_scenario_id(s)[0] in dilemmas_of]
 
     transfer = []
     for fitted_on, counted_on in (halves, halves[::-1]):
@@ -115,9 +117,8 @@ def fit(
         "texts_scored": len(relevance),
     }
     if out is not None:
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "fit.json").write_text(json.dumps(report, indent=2) + "\n")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(Path(out) / "fit.json", json.dumps(report, indent=2) + "\n")
     return report
 
 

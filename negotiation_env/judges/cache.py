@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,30 @@ class JudgeCache:
                     (key, json.dumps(value)),
                 )
                 self._connection.commit()
+
+    def get_or_compute(
+        self,
+        keys: Sequence[str],
+        compute: Callable[[list[int]], Sequence[Any]],
+        chunk_size: int = 0,
+    ) -> list[Any]:
+        """The value of every key: cached ones as they are, the others from
+        ``compute(indices)`` (one index per distinct missing key, values in the same order),
+        stored as they come; ``chunk_size`` indices at a time when given, so an interrupted run
+        keeps what it finished."""
+        values = [self.get(key) for key in keys]
+        todo = list({keys[i]: i for i, value in enumerate(values) if value is None}.values())
+        step = chunk_size or max(len(todo), 1)
+        computed: dict[str, Any] = {}
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            for index, value in zip(chunk, compute(chunk), strict=True):
+                computed[keys[index]] = value
+                self.put(keys[index], value)
+        return [
+            computed[key] if value is None else value
+            for key, value in zip(keys, values, strict=True)
+        ]
 
     def __len__(self) -> int:
         with self._lock:

@@ -515,15 +515,7 @@ class ChecklistJudge:
 
     def _cached(self, kind: str, keys_of: list[Any], compute: Callable[[list[int]], list[Any]]):
         keys = [cache_key(getattr(self.backend, "name", "-"), kind, k) for k in keys_of]
-        values = [self.cache.get(k) for k in keys]
-        todo = [i for i, v in enumerate(values) if v is None]
-        # computed and stored a chunk at a time, so an interrupted run keeps what it finished
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start : start + self.chunk_size]
-            for index, value in zip(chunk, compute(chunk), strict=True):
-                values[index] = value
-                self.cache.put(keys[index], value)
-        return values
+        return self.cache.get_or_compute(keys, compute, self.chunk_size)
 
     def _answer_questions(self, pending: _Pending, results: list[dict[str, Any]]) -> None:
         if not pending.slots:

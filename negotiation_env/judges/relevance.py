@@ -85,18 +85,15 @@ class RelevanceGate:
             cache_key(self.backend.name, "relevance", p, t)
             for p, t in zip(prompts, texts, strict=True)
         ]
-        values: list[float | None] = [self.cache.get(k) for k in keys]
-        unique = list({keys[i]: i for i, v in enumerate(values) if v is None}.values())
-        if unique:
-            prompt_ids = self.backend.encode([prompts[i] for i in unique])
-            text_ids = self.backend.encode([texts[i] for i in unique])
-            scored = self.backend.sequence_logprobs(prompt_ids, text_ids)
-            computed = {}
-            for index, logprobs in zip(unique, scored, strict=True):
-                computed[keys[index]] = sum(logprobs) / len(logprobs) if logprobs else 0.0
-                self.cache.put(keys[index], computed[keys[index]])
-            values = [computed[k] if v is None else v for k, v in zip(keys, values, strict=True)]
-        return values  # type: ignore[return-value]
+
+        def mean_logprobs(todo: list[int]) -> list[float]:
+            scored = self.backend.sequence_logprobs(
+                self.backend.encode([prompts[i] for i in todo]),
+                self.backend.encode([texts[i] for i in todo]),
+            )
+            return [sum(values) / len(values) if values else 0.0 for values in scored]
+
+        return self.cache.get_or_compute(keys, mean_logprobs)
 
     def relevance(self, requests: Sequence[JudgeRequest]) -> list[float]:
         """Mean token log p(text | dilemma, cue) - mean token log p(text | cue), per request;

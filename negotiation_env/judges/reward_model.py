@@ -133,14 +133,10 @@ class RewardModelJudge:
             for r, (text, _) in zip(requests, cleaned, strict=True)
         ]
         keys = [cache_key(self.scorer.name, "reward", c) for c in conversations]
-        values: list[float | None] = [self.cache.get(k) for k in keys]
-        todo = [i for i, v in enumerate(values) if v is None]
-        if todo:
-            for index, reward in zip(
-                todo, self.scorer.score([conversations[i] for i in todo]), strict=True
-            ):
-                values[index] = float(reward)
-                self.cache.put(keys[index], values[index])
+        values = self.cache.get_or_compute(
+            keys,
+            lambda todo: [float(r) for r in self.scorer.score([conversations[i] for i in todo])],
+        )
         relevances: list[float | None] = [None] * len(requests)
         if self.relevance is not None:
             relevances = list(
