@@ -16,6 +16,7 @@ from trainers.preferences import (
     length_report,
     load_source_list,
     load_sources,
+    load_written_off_topic,
     repeat,
     source_set_path,
     split_pairs,
@@ -29,7 +30,7 @@ def sources():
 
 
 def test_pairs_are_length_balanced_within_every_flaw(sources):
-    pairs = build_pairs(sources, seed=0, flaws=FLAWS)
+    pairs = build_pairs(sources, seed=0, flaws=FLAWS, written=load_written_off_topic("written"))
     report = length_report(pairs)
     assert set(report["by_flaw"]) == set(FLAWS)
     for flaw, row in report["by_flaw"].items():
@@ -95,6 +96,51 @@ def test_a_source_list_joins_named_sets_and_files_in_order(tmp_path, sources, ba
     assert len(load_source_list("", bank=bank)) == len(sources)
     with pytest.raises(DataFileError, match=r"nowhere.jsonl.*file not found"):
         load_source_list("shipped,nowhere.jsonl", bank=bank)
+
+
+def test_written_off_topic_texts_keep_the_setting_and_add_pairs_only_of_their_kind(sources, bank):
+    """The written off-topic set: two texts (short and long, about different issues) for
+    every scenario of the shipped sources, by eight writers; as pairs, each is rejected
+    against its scenario's good texts, and adding them leaves every other pair unchanged."""
+    records = [
+        json.loads(line)
+        for line in open(source_set_path("shipped").parent / "rm_off_topic_written.jsonl")
+    ]
+    written = load_written_off_topic("written", bank=bank)
+    assert len(written) == len(records) == 2 * len(sources)
+    assert {t.scenario_id for t in written} == {s.scenario.id for s in sources}
+    assert len({r["writer"] for r in records}) == 8
+    for scenario_id in {t.scenario_id for t in written}:
+        issues = [t.issue for t in written if t.scenario_id == scenario_id]
+        assert len(set(issues)) == 2, scenario_id
+    plain = build_pairs(sources, seed=0)
+    both = build_pairs(sources, seed=0, written=written)
+    added = both[len(plain) :]
+    assert both[: len(plain)] == plain
+    assert {p.flaw for p in added} == {"off_topic_written"}
+    goods = {s.scenario.id: {s.good_long, s.good_short} for s in sources}
+    texts = {(t.scenario_id, t.text) for t in written}
+    assert all(p.chosen in goods[p.scenario_id] for p in added)
+    assert all((p.scenario_id, p.rejected) in texts for p in added)
+    assert length_report(added)["longer_wins"] == pytest.approx(0.5)
+    assert len(added) >= len(written)
+    assert build_pairs(sources, seed=0, flaws=AUTHORED_FLAWS, written=written) == build_pairs(
+        sources, seed=0, flaws=AUTHORED_FLAWS
+    )  # the kind must be asked for
+
+
+def test_a_written_text_must_be_a_training_scenario_with_text_and_issue(tmp_path, bank):
+    path = tmp_path / "written.jsonl"
+    good = {"scenario_id": load_sources()[0].scenario.id, "issue": "parking", "text": "A plan."}
+    path.write_text(
+        json.dumps(good) + "\n" + json.dumps({**good, "issue": " "}) + "\n", encoding="utf-8"
+    )
+    with pytest.raises(DataFileError, match=r"written.jsonl:2: field 'issue'.*non-empty"):
+        load_written_off_topic(str(path), bank=bank)
+    path.write_text(json.dumps({**good, "scenario_id": "pro-005/mercy_vs_accountability"}) + "\n")
+    with pytest.raises(DataFileError, match=r"written.jsonl:1: field 'scenario_id'.*test split"):
+        load_written_off_topic(str(path), bank=bank)
+    assert load_written_off_topic("", bank=bank) == []
 
 
 def test_the_bottom_cache_computes_a_sequence_once_and_keys_by_base_and_split(tmp_path):

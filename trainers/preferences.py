@@ -13,6 +13,13 @@ that of a dilemma of the same category: only what it is *about* gives it away),
 does) and ``addresses_evaluator`` (a line aimed at the grader inserted). ``off_topic_near``
 is not in the shipped recipe (:data:`DEFAULT_FLAWS`).
 
+A second kind of file, written off-topic texts (``trainers/data/rm_off_topic_written.jsonl``,
+:func:`load_written_off_topic`), holds hand-written resolutions of training scenarios that
+keep the dilemma's people and setting but settle a neighbouring issue and never decide the
+dilemma's question: the kind of off-topic text that a derived one (another dilemma's plan,
+with other people) does not teach. Passed to :func:`build_pairs` they become pairs of the kind
+``off_topic_written``, each written text against every good text of its scenario.
+
 Every pair is (chosen = a good resolution, rejected = a flawed one) for one scenario.
 Lengths are balanced on purpose: each flawed text is paired with the long and the short good
 text, and the derived flaws are built at both lengths, so within every flaw kind the
@@ -41,7 +48,8 @@ from negotiation_env.scenarios import Scenario, ScenarioBank
 
 AUTHORED_FLAWS = ("ignores", "one_sided", "cost_shift", "vague", "hostile", "unactionable")
 DERIVED_FLAWS = ("off_topic", "off_topic_near", "truncated", "repetitive", "addresses_evaluator")
-FLAWS = AUTHORED_FLAWS + DERIVED_FLAWS
+WRITTEN_FLAW = "off_topic_written"  # pairs from a file of written off-topic texts
+FLAWS = AUTHORED_FLAWS + DERIVED_FLAWS + (WRITTEN_FLAW,)
 # the shipped recipe's kinds: near off-topic pairs are opt-in (measured, not adopted: see
 # docs/judges.md)
 DEFAULT_FLAWS = tuple(f for f in FLAWS if f != "off_topic_near")
@@ -56,6 +64,7 @@ BENCHMARK_FLAW = {
     "unactionable": "unactionable",
     "off_topic": "off-topic",
     "off_topic_near": "off-topic",
+    "off_topic_written": "off-topic",
     "truncated": "incoherent",
     "repetitive": "incoherent",
     "addresses_evaluator": "addresses-evaluator",
@@ -118,6 +127,10 @@ SOURCE_SETS = {
     "other-authors": "rm_sources_other_authors.jsonl",
     "other-authors-2": "rm_sources_other_authors_2.jsonl",
 }
+# Named files of written off-topic texts: ``written`` holds two for each of the 120 scenarios of
+# the ``shipped`` set, by eight writers who saw no labelled set and no source file
+# (docs/results/rm-off-topic-written).
+WRITTEN_OFF_TOPIC_SETS = {"written": "rm_off_topic_written.jsonl"}
 
 
 def default_sources_path() -> Path:
@@ -128,6 +141,49 @@ def source_set_path(name: str) -> Path:
     if name not in SOURCE_SETS:
         raise ValueError(f"unknown source set {name!r}; known: {sorted(SOURCE_SETS)}")
     return Path(str(resources.files("trainers") / "data" / SOURCE_SETS[name]))
+
+
+@dataclass(frozen=True)
+class WrittenText:
+    """A hand-written flawed resolution of one training scenario (see the module docstring)."""
+
+    scenario_id: str
+    text: str
+    issue: str  # what it settles instead of the dilemma's question
+
+
+def load_written_off_topic(spec: str | Path, bank: ScenarioBank | None = None) -> list[WrittenText]:
+    """The written off-topic texts of a comma-separated list of files: named sets
+    (:data:`WRITTEN_OFF_TOPIC_SETS`) or paths; ``''`` is none. Lines hold ``scenario_id``
+    (training split only), ``text`` and ``issue``; other keys are kept by the file only."""
+    bank = bank or ScenarioBank.default()
+    train_ids = bank.scenario_ids("train")
+    texts = []
+    for entry in (e.strip() for e in str(spec).split(",") if e.strip()):
+        path = (
+            Path(str(resources.files("trainers") / "data" / WRITTEN_OFF_TOPIC_SETS[entry]))
+            if entry in WRITTEN_OFF_TOPIC_SETS
+            else Path(entry)
+        )
+        count = 0
+        for line, record in read_jsonl(path):
+            scenario_id = record.get("scenario_id")
+            if scenario_id not in train_ids:
+                raise DataFileError(
+                    path,
+                    line,
+                    "scenario_id",
+                    f"{scenario_id!r} is not a train-split scenario; "
+                    "reward-model data must never come from the test split",
+                )
+            for name in ("text", "issue"):
+                if not isinstance(record.get(name), str) or not record[name].strip():
+                    raise DataFileError(path, line, name, "must be a non-empty string")
+            texts.append(WrittenText(scenario_id, record["text"].strip(), record["issue"].strip()))
+            count += 1
+        if not count:
+            raise DataFileError(path, None, None, "no written texts")
+    return texts
 
 
 def load_source_list(spec: str, bank: ScenarioBank | None = None) -> list[SourceRecord]:
@@ -278,7 +334,10 @@ def _off_topic_partner(
 
 
 def build_pairs(
-    sources: Sequence[SourceRecord], seed: int = 0, flaws: Iterable[str] = DEFAULT_FLAWS
+    sources: Sequence[SourceRecord],
+    seed: int = 0,
+    flaws: Iterable[str] = DEFAULT_FLAWS,
+    written: Sequence[WrittenText] = (),
 ) -> list[PreferencePair]:
     """(good, flawed) pairs of every source, length-balanced within each flaw kind
     (:func:`balance_lengths`).
@@ -287,7 +346,10 @@ def build_pairs(
     good texts: ``off_topic`` and ``off_topic_near`` another dilemma's good text of each
     length (:func:`_off_topic_partner`); ``truncated`` the long good text cut, and the short
     one cut; ``repetitive`` a short loop and a long loop; ``addresses_evaluator`` each good
-    text with a line for the grader.
+    text with a line for the grader. ``written`` texts (kind ``off_topic_written``, kept
+    when that kind is in ``flaws``), each against every good text of every source of its
+    scenario (none when no source has it), are balanced on their own after the others, so
+    that adding them leaves every other pair as it was.
     """
     wanted = set(flaws)
     unknown = wanted - set(FLAWS)
@@ -339,7 +401,14 @@ def build_pairs(
                 pairs.append(
                     _pair(record, good, insert_evaluator_line(good, rng), "addresses_evaluator")
                 )
-    return balance_lengths(pairs, seed)
+    written_pairs = [
+        _pair(record, good, text.text, WRITTEN_FLAW)
+        for text in (written if WRITTEN_FLAW in wanted else ())
+        for record in sources
+        if record.scenario.id == text.scenario_id
+        for good in (record.good_long, record.good_short)
+    ]
+    return balance_lengths(pairs, seed) + balance_lengths(written_pairs, seed)
 
 
 def balance_lengths(pairs: Sequence[PreferencePair], seed: int = 0) -> list[PreferencePair]:

@@ -47,6 +47,7 @@ from trainers.preferences import (
     build_pairs,
     length_report,
     load_source_list,
+    load_written_off_topic,
     split_pairs,
 )
 
@@ -67,6 +68,13 @@ class RewardModelRecipe:
         },
     )
     max_sources: int = field(default=0, metadata={"help": "Use the first N sources (0 = all)."})
+    written_off_topic: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated files of hand-written off-topic resolutions, paired "
+            "against their scenario's good texts: the named set (written) or paths ('' = none)."
+        },
+    )
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_layers: int = field(default=4, metadata={"help": "LoRA on the top N decoder layers."})
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate."})
@@ -260,7 +268,8 @@ def train_reward_model(
     bank = ScenarioBank.default()
     sources = load_source_list(recipe.sources, bank=bank)[: recipe.max_sources or None]
     flaws = DEFAULT_FLAWS + (("off_topic_near",) if recipe.near_off_topic else ())
-    pairs = build_pairs(sources, seed=recipe.seed, flaws=flaws)
+    written = load_written_off_topic(recipe.written_off_topic, bank=bank)
+    pairs = build_pairs(sources, seed=recipe.seed, flaws=flaws, written=written)
     train_pairs, held_pairs = split_pairs(
         pairs, recipe.held_out_share, recipe.seed, recipe.held_out_flaws
     )
