@@ -22,8 +22,8 @@ scenarios no other set uses, first scored to decide on a reward model on a large
 no other set uses, kept unscored until it decided on an off-topic gate for the reward model
 (not adopted; docs/results/relevance-gate).
 ``judge_seventh.jsonl`` (``--items``): 72 pairs by eight more writers on test-split scenarios
-no other set uses, kept unscored for the next choice of judge
-(docs/results/judge_seventh/purpose.md).
+no other set uses, kept unscored until it decided on a reward model trained on hand-written
+off-topic texts (not adopted; docs/results/rm-off-topic-written).
 
 For every model x rubric wording x mode:
 

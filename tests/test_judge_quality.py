@@ -247,8 +247,9 @@ def test_the_sixth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
 
 
 def test_the_seventh_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
-    """judge_seventh.jsonl: a seventh set by eight more writers, kept unscored for the next
-    choice of judge; test-split scenarios only, none of them in another labelled set."""
+    """judge_seventh.jsonl: a seventh set by eight more writers, kept unscored until it
+    decided one choice of judge; test-split scenarios only, none of them in another labelled
+    set."""
     earlier = (
         "judge_quality",
         "judge_dev",

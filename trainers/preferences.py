@@ -51,7 +51,7 @@ DERIVED_FLAWS = ("off_topic", "off_topic_near", "truncated", "repetitive", "addr
 WRITTEN_FLAW = "off_topic_written"  # pairs from a file of written off-topic texts
 FLAWS = AUTHORED_FLAWS + DERIVED_FLAWS + (WRITTEN_FLAW,)
 # the shipped recipe's kinds: near off-topic pairs are opt-in (measured, not adopted: see
-# docs/judges.md)
+# docs/judges.md); written off-topic pairs exist only when written texts are passed
 DEFAULT_FLAWS = tuple(f for f in FLAWS if f != "off_topic_near")
 SIDED_FLAWS = ("ignores", "one_sided", "cost_shift")
 # the judge-quality benchmark's names for the same kinds of flaw
