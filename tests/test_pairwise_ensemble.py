@@ -1,5 +1,7 @@
 """Pairwise verdicts without position bias, and ensembles of judges."""
 
+import math
+
 import pytest
 
 from negotiation_env.judges.base import Judgement, JudgeRequest
@@ -7,6 +9,7 @@ from negotiation_env.judges.ensemble import EnsembleJudge
 from negotiation_env.judges.pairwise import (
     PairwiseJudgement,
     PairwiseRequest,
+    calibration_report,
     combine_orders,
     decide,
     pairwise_from_scores,
@@ -38,6 +41,35 @@ def test_pairwise_from_scores_is_symmetric_and_reports_failures():
     assert forward.preferred == "a" and backward.preferred == "b"
     assert forward.p_a == pytest.approx(1 - backward.p_a)
     assert failed.preferred is None and failed.error == "no answer"
+
+
+def _pairs_calibrated_at(temperature, levels=(0.1, 0.5, 1.0, 2.0, 3.0, 4.0), n=2000):
+    """Logits whose verdicts are right exactly as often as sigmoid(logit / temperature) says:
+    at each level, a share of the pairs leans the right way (+level), the rest the wrong way."""
+    logits = []
+    for level in levels:
+        right = round(n / (1 + math.exp(-level / temperature)))
+        logits += [level] * right + [-level] * (n - right)
+    return logits
+
+
+def test_calibration_report_recovers_the_temperature_and_the_tie_band_accuracy():
+    over = calibration_report(_pairs_calibrated_at(2.0))  # a judge twice too confident
+    assert over["fitted_temperature"] == pytest.approx(2.0, rel=0.03)
+    assert over["log_loss_fitted"] < over["log_loss"]
+    calibrated = calibration_report(_pairs_calibrated_at(1.0))
+    assert calibrated["fitted_temperature"] == pytest.approx(1.0, rel=0.03)
+    # inside the default band (|P - 0.5| <= 0.05, i.e. |logit| <= 0.2) only the 0.1 level
+    band = calibrated["inside_band"]
+    assert band["pairs"] == 2000 and band["share"] == pytest.approx(1 / 6, abs=1e-3)
+    assert band["accuracy"] == pytest.approx(1 / (1 + math.exp(-0.1)), abs=1e-3)
+    assert sum(b["pairs"] for b in calibrated["by_confidence"]) == calibrated["pairs"]
+    assert calibrated["by_confidence"][-1]["confidence"] == "0.95-1.00"
+    assert calibration_report([0.0, 1.0])["accuracy"] == 0.75  # a zero logit counts half
+    with pytest.raises(ValueError, match="at least one"):
+        calibration_report([])
+    with pytest.raises(ValueError, match="tie_band"):
+        calibration_report([1.0], tie_band=0.5)
 
 
 class FixedJudge:
@@ -127,3 +159,32 @@ def test_ensemble_spec_builds_each_member(scenario):
         split_ensemble("ensemble:rm")
     ensemble = load_judge("ensemble:rule+rule")
     assert isinstance(ensemble, EnsembleJudge) and len(ensemble.judges) == 2
+
+
+class LookupScorer:
+    """Test double for a reward-model backend: the reward of a conversation is looked up by
+    the resolution it ends with."""
+
+    name = "lookup"
+    calibration = {"center": 0.0, "scale": 1.0}
+
+    def __init__(self, rewards):
+        self.rewards = rewards
+
+    def score(self, conversations):
+        return [
+            next(v for k, v in self.rewards.items() if k in c[-1]["content"]) for c in conversations
+        ]
+
+
+def test_the_reward_model_judge_decides_ties_with_its_tie_band(scenario):
+    from negotiation_env.judges.reward_model import RewardModelJudge
+
+    scorer = LookupScorer({"Plan one.": 0.3, "Plan two.": 0.0})  # P(one better) = 0.574
+    request = PairwiseRequest(scenario, "Plan one.", "Plan two.")
+    narrow = RewardModelJudge(scorer).compare_batch([request])[0]
+    wide = RewardModelJudge(scorer, tie_band=0.1).compare_batch([request])[0]
+    assert narrow.p_a == pytest.approx(wide.p_a) == pytest.approx(1 / (1 + math.exp(-0.3)))
+    assert (narrow.preferred, wide.preferred) == ("a", "tie")
+    with pytest.raises(ValueError, match="tie_band"):
+        RewardModelJudge(scorer, tie_band=0.5)

@@ -259,6 +259,9 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path, bottom_dtype):
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
     assert "off_topic_near" in metadata["data"]["train"]["by_flaw"]
     assert metadata["held_out"]["pairs"] > 0 and metadata["held_out"]["accuracy"] is not None
+    pairwise = metadata["held_out_pairwise"]  # is sigmoid(reward difference) calibrated?
+    assert pairwise["pairs"] == metadata["held_out"]["pairs"]
+    assert pairwise["accuracy"] == pytest.approx(metadata["held_out"]["accuracy"], abs=0.01)
     assert read_metadata(tmp_path / "rm")["calibration"]["scale"] > 0
     assert not (tmp_path / "rm" / "README.md").exists()  # peft's empty model card
     assert not (tmp_path / "rm" / ".bottom-cache").exists()  # removed when training ends
@@ -268,6 +271,63 @@ def test_a_few_training_steps_on_cpu_lower_the_loss(tmp_path, bottom_dtype):
     assert len(scorer.score([[{"role": "user", "content": "hello"}]])) == 1
     head = scorer.model.get_base_model().score  # float32 whatever the body's precision
     assert {str(p.dtype) for p in head.parameters()} == {"torch.float32"}
+
+
+@pytest.mark.slow
+def test_calibration_of_the_shipped_adapter_rebuilds_its_held_out_pairs(tmp_path, capsys):
+    import shutil
+
+    from llm.reward_backend import adapter_folder
+    from trainers.reward_calibration import main
+
+    out = tmp_path / "calibration.json"
+    assert main(["--adapter", "ca-rm-v2", "--max-pairs", "6", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["pairs"] == 6 and report["judge"].startswith("smollm2+ca-rm-v2@")
+    assert 0.0 <= report["accuracy"] <= 1.0 and report["fitted_temperature"] > 0
+    assert sum(b["pairs"] for b in report["by_confidence"]) == 6
+    assert "| confidence max(P, 1-P) | pairs | accuracy |" in capsys.readouterr().out
+    # an adapter whose recorded held-out pairs this checkout cannot rebuild is refused
+    copy = tmp_path / "rm"
+    shutil.copytree(adapter_folder("ca-rm-v2"), copy)
+    metadata = json.loads((copy / "reward_model.json").read_text())
+    metadata["held_out"]["pairs"] += 1
+    (copy / "reward_model.json").write_text(json.dumps(metadata))
+    assert main(["--adapter", str(copy), "--max-pairs", "6"]) == 2
+    assert "cannot rebuild the pairs" in capsys.readouterr().err
+
+
+def test_calibration_on_labelled_reports_turns_scores_back_into_rewards(tmp_path, capsys):
+    import math
+
+    from llm.reward_backend import adapter_folder, read_metadata
+    from trainers.reward_calibration import main
+
+    scale = read_metadata(adapter_folder("ca-rm-v2"))["calibration"]["scale"]
+    five = lambda z: 5 / (1 + math.exp(-z))  # noqa: E731  score of a reward z scales from centre
+    rows = [
+        {"id": "1", "better": five(1.0), "worse": five(-1.0), "error": None},  # right, 2 scales
+        {"id": "2", "better": five(0.0), "worse": five(0.02), "error": None},  # wrong, in band
+        {"id": "3", "better": None, "worse": None, "error": "judge failed"},  # left out
+    ]
+    report = tmp_path / "judge_quality.json"
+    runs = [
+        {"model": "rm", "kind": "absolute", "rows": rows},
+        {"model": "rm", "kind": "pairwise", "rows": []},
+    ]
+    report.write_text(json.dumps({"runs": runs}))
+    out = tmp_path / "calibration.json"
+    assert main(["--reports", str(report), "--out", str(out)]) == 0
+    measured = json.loads(out.read_text())
+    assert measured["pairs"] == 2 and measured["accuracy"] == 0.5
+    assert measured["inside_band"] == {"pairs": 1, "share": 0.5, "accuracy": 0.0}
+    assert 1 / (1 + math.exp(-2 * scale)) > 0.95  # the first pair: two scales apart
+    assert [(b["confidence"], b["pairs"]) for b in measured["by_confidence"]] == [
+        ("0.50-0.55", 1),
+        ("0.95-1.00", 1),
+    ]
+    assert main(["--reports", str(report), "--judge", "checklist"]) == 2
+    assert "no absolute run of the judge 'checklist'" in capsys.readouterr().err
 
 
 def test_an_adapter_is_a_folder_or_a_shipped_name(tmp_path, monkeypatch):
@@ -310,6 +370,7 @@ def test_shipped_reward_model_prefers_the_good_resolution(scenario):
     from negotiation_env.judges.specs import load_judge
 
     judge = load_judge("rm")
+    assert judge.tie_band == 0.05 and load_judge("rm?tie_band=0.2").tie_band == 0.2
     good = (
         "The physician gives the vial to the farmer now, since his damage is certain, and the "
         "clinic watches the child every 30 minutes with an ambulance on standby. The district "

@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from negotiation_env.judges.pairwise import calibration_report
 from trainers.preferences import (
     DEFAULT_FLAWS,
     FLAWS,
@@ -238,6 +239,18 @@ def _scenario_batches(pairs: Sequence[PreferencePair], rng: random.Random) -> li
     return batches
 
 
+def recipe_pairs(
+    recipe: RewardModelRecipe, bank: Any
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The recipe's (training, held-out) preference pairs, as its training run builds them."""
+    sources = load_source_list(recipe.sources, bank=bank)[: recipe.max_sources or None]
+    flaws = DEFAULT_FLAWS + (("off_topic_near",) if recipe.near_off_topic else ())
+    written = load_written_off_topic(recipe.written_off_topic, bank=bank)
+    pairs = build_pairs(sources, seed=recipe.seed, flaws=flaws, written=written)
+    train, held = split_pairs(pairs, recipe.held_out_share, recipe.seed, recipe.held_out_flaws)
+    return train, held
+
+
 def train_reward_model(
     out: str | Path,
     recipe: RewardModelRecipe | None = None,
@@ -266,13 +279,7 @@ def train_reward_model(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bank = ScenarioBank.default()
-    sources = load_source_list(recipe.sources, bank=bank)[: recipe.max_sources or None]
-    flaws = DEFAULT_FLAWS + (("off_topic_near",) if recipe.near_off_topic else ())
-    written = load_written_off_topic(recipe.written_off_topic, bank=bank)
-    pairs = build_pairs(sources, seed=recipe.seed, flaws=flaws, written=written)
-    train_pairs, held_pairs = split_pairs(
-        pairs, recipe.held_out_share, recipe.seed, recipe.held_out_flaws
-    )
+    train_pairs, held_pairs = recipe_pairs(recipe, bank)
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tokenizer = load_classifier(recipe.base, torch.float32)
@@ -404,6 +411,7 @@ def train_reward_model(
         "calibration": calibration,
         "train_sample": measured["train"],
         "held_out": measured["held_out"],
+        "held_out_pairwise": measured["held_out_pairwise"],
         "data": {"train": length_report(train_pairs), "held_out": length_report(held_pairs)},
         "train_seconds": round(seconds, 1),
         "log": log,
@@ -420,7 +428,8 @@ def train_reward_model(
 def _measure(
     trunk: _Trunk, bottom: Any, tokenizer: Any, bank: Any, train_pairs, held_pairs
 ) -> dict[str, Any]:
-    """Rewards of the given training pairs' texts; accuracy on them and on held-out pairs.
+    """Rewards of the given training pairs' texts; accuracy on them and on held-out pairs,
+    and how well ``sigmoid(reward_a - reward_b)`` is calibrated on the held-out pairs.
 
     Every text goes through the trunk the model was trained with: ``bottom((scenario id,
     text), ids)``, the bottom layers' output (kept from training, or computed once through the
@@ -452,6 +461,11 @@ def _measure(
         "train_rewards": [r for r in train_chosen + train_rejected if math.isfinite(r)],
         "train": accuracy_by_flaw(train_pairs, train_chosen, train_rejected),
         "held_out": accuracy_by_flaw(held_pairs, held_chosen, held_rejected),
+        "held_out_pairwise": (
+            calibration_report([c - r for c, r in zip(held_chosen, held_rejected, strict=True)])
+            if held_pairs
+            else None
+        ),
     }
 
 

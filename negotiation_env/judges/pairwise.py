@@ -16,6 +16,11 @@ The decision is ``"a"`` when ``P(a better) > 0.5 + tie_band``, ``"b"`` when it i
 ``position_consistent`` records whether both orders, each on its own, would have chosen the
 same side (always true for score-based verdicts); the judge-quality benchmark reports its
 rate as the judge's position consistency.
+
+Whether the band means "cannot tell" depends on whether ``P(a better)`` is calibrated:
+:func:`calibration_report` measures that on pairs whose better side is known (how often
+verdicts of each confidence are right, the temperature that would calibrate them, and how
+often a verdict inside the tie band would have been right).
 """
 
 from __future__ import annotations
@@ -78,6 +83,69 @@ def combine_orders(
     p_a = (p_a_shown_first + p_a_shown_second) / 2
     consistent = (p_a_shown_first > 0.5) == (p_a_shown_second > 0.5)
     return p_a, decide(p_a, tie_band), consistent
+
+
+def _log_loss(logits: Sequence[float], temperature: float) -> float:
+    # -log sigmoid(x / T), computed stably
+    return sum(
+        max(-x / temperature, 0.0) + math.log1p(math.exp(-abs(x) / temperature)) for x in logits
+    ) / len(logits)
+
+
+def calibration_report(
+    logits: Sequence[float], tie_band: float = DEFAULT_TIE_BAND, bin_width: float = 0.05
+) -> dict[str, Any]:
+    """How well ``P = sigmoid(logit)`` predicts which side is better, on labelled pairs.
+
+    ``logits`` are the judge's log-odds *for the side known to be better* (positive: the
+    verdict is right), e.g. ``reward_chosen - reward_rejected`` of a Bradley-Terry reward
+    model. Returned: the accuracy (a zero logit counts half), the log loss, the temperature
+    ``T`` that minimises the log loss of ``sigmoid(logit / T)`` (searched on a log grid from
+    0.05 to 20; ``T > 1``: overconfident, ``T < 1``: underconfident) and its log loss, the
+    pairs whose verdict falls inside ``tie_band`` (share, and how often the side they lean
+    to is the better one), and accuracy by confidence ``max(P, 1 - P)`` in bins of
+    ``bin_width``.
+    """
+    if not logits:
+        raise ValueError("calibration_report needs at least one labelled pair")
+    if not 0.0 <= tie_band < 0.5:
+        raise ValueError(f"tie_band must be in [0, 0.5), got {tie_band}")
+
+    def right(x: float) -> float:
+        return 1.0 if x > 0 else 0.5 if x == 0 else 0.0
+
+    grid = [
+        math.exp(math.log(0.05) + i * (math.log(20.0) - math.log(0.05)) / 400) for i in range(401)
+    ]
+    fitted = min(grid, key=lambda t: _log_loss(logits, t))
+    confidence = [1.0 / (1.0 + math.exp(-abs(x))) for x in logits]
+    inside = [x for x, c in zip(logits, confidence, strict=True) if c - 0.5 <= tie_band]
+    bins: dict[int, list[float]] = {}
+    for x, c in zip(logits, confidence, strict=True):
+        bins.setdefault(min(int((c - 0.5) / bin_width), int(0.5 / bin_width) - 1), []).append(
+            right(x)
+        )
+    return {
+        "pairs": len(logits),
+        "accuracy": round(sum(map(right, logits)) / len(logits), 4),
+        "log_loss": round(_log_loss(logits, 1.0), 4),
+        "fitted_temperature": round(fitted, 3),
+        "log_loss_fitted": round(_log_loss(logits, fitted), 4),
+        "tie_band": tie_band,
+        "inside_band": {
+            "pairs": len(inside),
+            "share": round(len(inside) / len(logits), 4),
+            "accuracy": round(sum(map(right, inside)) / len(inside), 4) if inside else None,
+        },
+        "by_confidence": [
+            {
+                "confidence": f"{0.5 + b * bin_width:.2f}-{0.5 + (b + 1) * bin_width:.2f}",
+                "pairs": len(v),
+                "accuracy": round(sum(v) / len(v), 4),
+            }
+            for b, v in sorted(bins.items())
+        ],
+    }
 
 
 def pairwise_from_scores(

@@ -34,7 +34,12 @@ from typing import Any, Protocol
 
 from negotiation_env.judges.base import Judgement, JudgeRequest
 from negotiation_env.judges.cache import JudgeCache, cache_key
-from negotiation_env.judges.pairwise import PairwiseJudgement, PairwiseRequest, pairwise_from_scores
+from negotiation_env.judges.pairwise import (
+    DEFAULT_TIE_BAND,
+    PairwiseJudgement,
+    PairwiseRequest,
+    pairwise_from_scores,
+)
 from negotiation_env.judges.prompting import detect_injection, strip_injection
 from negotiation_env.judges.relevance import RelevanceGate
 from negotiation_env.scenarios import Scenario
@@ -94,6 +99,7 @@ class RewardModelJudge:
         cache: JudgeCache | None = None,
         relevance: RelevanceGate | None = None,
         off_topic_penalty: float = 2.0,
+        tie_band: float = DEFAULT_TIE_BAND,
     ):
         if injection not in INJECTION_POLICIES:
             raise ValueError(f"injection: {injection!r} is not one of {list(INJECTION_POLICIES)}")
@@ -106,6 +112,9 @@ class RewardModelJudge:
         self.cache = cache if cache is not None else JudgeCache()
         self.relevance = relevance
         self.off_topic_penalty = off_topic_penalty
+        if not 0.0 <= tie_band < 0.5:
+            raise ValueError(f"tie_band must be in [0, 0.5), got {tie_band}")
+        self.tie_band = tie_band
         self.name = f"rm:{scorer.name}|{injection}" + (
             f"|{relevance.name}-{off_topic_penalty:g}" if relevance is not None else ""
         )
@@ -188,4 +197,4 @@ class RewardModelJudge:
             raw = [Judgement(None, self.name, error=f"{type(error).__name__}: {error}")] * len(
                 texts
             )
-        return pairwise_from_scores(raw, self.name, temperature=1.0)
+        return pairwise_from_scores(raw, self.name, temperature=1.0, tie_band=self.tie_band)

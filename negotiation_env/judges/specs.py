@@ -114,7 +114,7 @@ def _reward_model_judge(options: dict[str, Any]) -> Any:
 
     judge_options = {
         k: options.pop(k)
-        for k in ("injection", "injection_penalty", "cache", "off_topic_penalty")
+        for k in ("injection", "injection_penalty", "cache", "off_topic_penalty", "tie_band")
         if k in options
     }
     gate_model = options.pop("relevance", None)
@@ -124,7 +124,7 @@ def _reward_model_judge(options: dict[str, Any]) -> Any:
     if unknown:
         raise SpecError(
             f"rm: unknown option(s) {unknown}; allowed: "
-            f"{[*allowed, 'relevance', 'relevance_threshold', 'off_topic_penalty']}"
+            f"{[*allowed, 'relevance', 'relevance_threshold', 'off_topic_penalty', 'tie_band']}"
         )
     if gate_model not in (None, "none"):
         from negotiation_env.judges.relevance import RelevanceGate
