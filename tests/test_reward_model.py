@@ -283,7 +283,7 @@ def test_calibration_of_the_shipped_adapter_rebuilds_its_held_out_pairs(tmp_path
     out = tmp_path / "calibration.json"
     assert main(["--adapter", "ca-rm-v2", "--max-pairs", "6", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["pairs"] == 6 and report["judge"].startswith("smollm2+ca-rm-v2@")
+    assert report["pairs"] == 6 and report["judge"].startswith("rm:smollm2+ca-rm-v2@")
     assert 0.0 <= report["accuracy"] <= 1.0 and report["fitted_temperature"] > 0
     assert sum(b["pairs"] for b in report["by_confidence"]) == 6
     assert "| confidence max(P, 1-P) | pairs | accuracy |" in capsys.readouterr().out
