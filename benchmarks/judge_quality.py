@@ -24,6 +24,9 @@ no other set uses, kept unscored until it decided on an off-topic gate for the r
 ``judge_seventh.jsonl`` (``--items``): 72 pairs by eight more writers on test-split scenarios
 no other set uses, kept unscored until it decided on a reward model trained on hand-written
 off-topic texts (not adopted; docs/results/rm-off-topic-written).
+``judge_eighth.jsonl`` (``--items``): 72 pairs by eight more writers on test-split scenarios
+no other set uses, kept unscored for the next choice of judge
+(docs/results/judge_eighth/purpose.md).
 
 For every model x rubric wording x mode:
 

@@ -259,3 +259,18 @@ def test_the_seventh_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
         "judge_sixth",
     )
     assert_balanced_on_scenarios_of_its_own("judge_seventh", earlier)
+
+
+def test_the_eighth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
+    """judge_eighth.jsonl: an eighth set by eight more writers, kept unscored for the next
+    choice of judge; test-split scenarios only, none of them in another labelled set."""
+    earlier = (
+        "judge_quality",
+        "judge_dev",
+        "judge_select",
+        "judge_fresh",
+        "judge_reserve",
+        "judge_sixth",
+        "judge_seventh",
+    )
+    assert_balanced_on_scenarios_of_its_own("judge_eighth", earlier)
