@@ -328,6 +328,9 @@ def test_calibration_on_labelled_reports_turns_scores_back_into_rewards(tmp_path
     ]
     assert main(["--reports", str(report), "--judge", "checklist"]) == 2
     assert "no absolute run of the judge 'checklist'" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"items": 3}')
+    assert main(["--reports", str(tmp_path / "other.json")]) == 2
+    assert "other.json: not a judge-quality report (KeyError" in capsys.readouterr().err
 
 
 def test_an_adapter_is_a_folder_or_a_shipped_name(tmp_path, monkeypatch):

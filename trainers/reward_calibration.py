@@ -93,15 +93,20 @@ def measure_reports(
 
     logits = []
     for path in reports:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-        runs = [r for r in report["runs"] if r["model"] == judge and r["kind"] == "absolute"]
-        if not runs:
+        try:
+            report = json.loads(Path(path).read_text(encoding="utf-8"))
+            runs = [r for r in report["runs"] if r["model"] == judge and r["kind"] == "absolute"]
+            rows = runs[0]["rows"] if runs else None
+            pairs = [
+                (row["better"], row["worse"]) for row in rows or () if row.get("error") is None
+            ]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{path}: not a judge-quality report ({type(error).__name__}: {error})"
+            ) from None
+        if rows is None:
             raise ValueError(f"{path}: no absolute run of the judge {judge!r}")
-        logits += [
-            reward(row["better"]) - reward(row["worse"])
-            for row in runs[0]["rows"]
-            if row.get("error") is None
-        ]
+        logits += [reward(better) - reward(worse) for better, worse in pairs]
     return {
         "adapter": str(adapter),
         "judge": judge,
