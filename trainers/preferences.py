@@ -37,7 +37,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -137,10 +137,37 @@ def default_sources_path() -> Path:
     return source_set_path("shipped")
 
 
+def _data_file(name: str) -> Path:
+    return Path(str(resources.files("trainers") / "data" / name))
+
+
 def source_set_path(name: str) -> Path:
     if name not in SOURCE_SETS:
         raise ValueError(f"unknown source set {name!r}; known: {sorted(SOURCE_SETS)}")
-    return Path(str(resources.files("trainers") / "data" / SOURCE_SETS[name]))
+    return _data_file(SOURCE_SETS[name])
+
+
+def _training_scenario_id(
+    record: dict[str, Any], path: Path, line: int, train_ids: Collection[str]
+) -> str:
+    """The record's ``scenario_id``, refused unless it is a train-split scenario."""
+    scenario_id = record.get("scenario_id")
+    if scenario_id not in train_ids:
+        raise DataFileError(
+            path,
+            line,
+            "scenario_id",
+            f"{scenario_id!r} is not a train-split scenario; "
+            "reward-model data must never come from the test split",
+        )
+    return scenario_id
+
+
+def _text_field(record: dict[str, Any], name: str, path: Path, line: int) -> str:
+    """The record's field ``name``, stripped, refused unless it is a non-empty string."""
+    if not isinstance(record.get(name), str) or not record[name].strip():
+        raise DataFileError(path, line, name, "must be a non-empty string")
+    return record[name].strip()
 
 
 @dataclass(frozen=True)
@@ -161,25 +188,15 @@ def load_written_off_topic(spec: str | Path, bank: ScenarioBank | None = None) -
     texts = []
     for entry in (e.strip() for e in str(spec).split(",") if e.strip()):
         path = (
-            Path(str(resources.files("trainers") / "data" / WRITTEN_OFF_TOPIC_SETS[entry]))
+            _data_file(WRITTEN_OFF_TOPIC_SETS[entry])
             if entry in WRITTEN_OFF_TOPIC_SETS
             else Path(entry)
         )
         count = 0
         for line, record in read_jsonl(path):
-            scenario_id = record.get("scenario_id")
-            if scenario_id not in train_ids:
-                raise DataFileError(
-                    path,
-                    line,
-                    "scenario_id",
-                    f"{scenario_id!r} is not a train-split scenario; "
-                    "reward-model data must never come from the test split",
-                )
-            for name in ("text", "issue"):
-                if not isinstance(record.get(name), str) or not record[name].strip():
-                    raise DataFileError(path, line, name, "must be a non-empty string")
-            texts.append(WrittenText(scenario_id, record["text"].strip(), record["issue"].strip()))
+            scenario_id = _training_scenario_id(record, path, line, train_ids)
+            text, issue = (_text_field(record, name, path, line) for name in ("text", "issue"))
+            texts.append(WrittenText(scenario_id, text, issue))
             count += 1
         if not count:
             raise DataFileError(path, None, None, "no written texts")
@@ -210,20 +227,10 @@ def load_sources(
     train_ids = bank.scenario_ids("train")
     records = []
     for line, record in read_jsonl(path):
-        scenario_id = record.get("scenario_id")
-        if scenario_id not in train_ids:
-            raise DataFileError(
-                path,
-                line,
-                "scenario_id",
-                f"{scenario_id!r} is not a train-split scenario; "
-                "reward-model data must never come from the test split",
-            )
-        texts = {}
-        for name in ("good_long", "good_short"):
-            if not isinstance(record.get(name), str) or not record[name].strip():
-                raise DataFileError(path, line, name, "must be a non-empty string")
-            texts[name] = record[name].strip()
+        scenario_id = _training_scenario_id(record, path, line, train_ids)
+        texts = {
+            name: _text_field(record, name, path, line) for name in ("good_long", "good_short")
+        }
         flawed, sides = {}, {}
         for flaw in AUTHORED_FLAWS:
             entry = record.get(flaw)
