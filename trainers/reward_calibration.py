@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,12 +83,9 @@ def measure_reports(
     the absolute rows of ``judge`` (which must be this adapter), scores turned back into
     rewards with its calibration, ``reward = center + scale * logit(score / 5)``."""
     from llm.reward_backend import adapter_folder, read_metadata
+    from negotiation_env.judges.reward_model import Calibration
 
-    calibration = read_metadata(adapter_folder(adapter))["calibration"]
-
-    def reward(score: float) -> float:
-        share = min(max(score / 5.0, 1e-9), 1 - 1e-9)
-        return calibration["center"] + calibration["scale"] * math.log(share / (1 - share))
+    reward = Calibration(**read_metadata(adapter_folder(adapter))["calibration"]).to_reward
 
     logits = []
     for path in reports:

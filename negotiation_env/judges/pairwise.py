@@ -65,10 +65,16 @@ class PairwiseJudgement:
         }
 
 
-def decide(p_a: float, tie_band: float = DEFAULT_TIE_BAND) -> str:
-    """ "a", "b" or "tie" for a probability that a is better."""
+def check_tie_band(tie_band: float) -> float:
+    """``tie_band`` itself, refused unless it is in [0, 0.5)."""
     if not 0.0 <= tie_band < 0.5:
         raise ValueError(f"tie_band must be in [0, 0.5), got {tie_band}")
+    return tie_band
+
+
+def decide(p_a: float, tie_band: float = DEFAULT_TIE_BAND) -> str:
+    """ "a", "b" or "tie" for a probability that a is better."""
+    check_tie_band(tie_band)
     if p_a > 0.5 + tie_band:
         return "a"
     if p_a < 0.5 - tie_band:
@@ -108,8 +114,7 @@ def calibration_report(
     """
     if not logits:
         raise ValueError("calibration_report needs at least one labelled pair")
-    if not 0.0 <= tie_band < 0.5:
-        raise ValueError(f"tie_band must be in [0, 0.5), got {tie_band}")
+    check_tie_band(tie_band)
 
     def right(x: float) -> float:
         return 1.0 if x > 0 else 0.5 if x == 0 else 0.0

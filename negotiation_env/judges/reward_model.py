@@ -38,6 +38,7 @@ from negotiation_env.judges.pairwise import (
     DEFAULT_TIE_BAND,
     PairwiseJudgement,
     PairwiseRequest,
+    check_tie_band,
     pairwise_from_scores,
 )
 from negotiation_env.judges.prompting import detect_injection, strip_injection
@@ -87,6 +88,12 @@ class Calibration:
     def to_score(self, reward: float) -> float:
         return 5.0 / (1.0 + math.exp(-(reward - self.center) / self.scale))
 
+    def to_reward(self, score: float) -> float:
+        """The inverse of :meth:`to_score` (a score of 0 or 5, which a finite reward never
+        gives, is read as a hair inside the scale)."""
+        share = min(max(score / 5.0, 1e-9), 1 - 1e-9)
+        return self.center + self.scale * math.log(share / (1 - share))
+
 
 class RewardModelJudge:
     """Scores resolutions with a trained reward model (see the module docstring)."""
@@ -112,9 +119,7 @@ class RewardModelJudge:
         self.cache = cache if cache is not None else JudgeCache()
         self.relevance = relevance
         self.off_topic_penalty = off_topic_penalty
-        if not 0.0 <= tie_band < 0.5:
-            raise ValueError(f"tie_band must be in [0, 0.5), got {tie_band}")
-        self.tie_band = tie_band
+        self.tie_band = check_tie_band(tie_band)
         self.name = f"rm:{scorer.name}|{injection}" + (
             f"|{relevance.name}-{off_topic_penalty:g}" if relevance is not None else ""
         )
