@@ -216,9 +216,22 @@ def test_the_fresh_set_is_balanced_and_on_test_split_scenarios_only():
     assert min(by_length.values()) >= 20, by_length
 
 
-def assert_balanced_on_scenarios_of_its_own(name: str, earlier: tuple[str, ...]) -> None:
+# The labelled sets in the order they were written; each later one uses no earlier scenario.
+LABELLED_SETS = (
+    "judge_quality",
+    "judge_dev",
+    "judge_select",
+    "judge_fresh",
+    "judge_reserve",
+    "judge_sixth",
+    "judge_seventh",
+    "judge_eighth",
+)
+
+
+def assert_balanced_on_scenarios_of_its_own(name: str) -> None:
     """benchmarks/data/NAME.jsonl passes checked_test_split_set, holds each length relation 24
-    times, and uses no scenario of the EARLIER labelled sets."""
+    times, and uses no scenario of the labelled sets written before it."""
     import collections
     from pathlib import Path
 
@@ -226,7 +239,7 @@ def assert_balanced_on_scenarios_of_its_own(name: str, earlier: tuple[str, ...])
     assert set(collections.Counter(i["length"] for i in items).values()) == {24}
     others = {
         item["scenario_id"]
-        for other in earlier
+        for other in LABELLED_SETS[: LABELLED_SETS.index(name)]
         for item in load_items(Path(f"benchmarks/data/{other}.jsonl"))
     }
     assert not {i["scenario_id"] for i in items} & others
@@ -235,42 +248,23 @@ def assert_balanced_on_scenarios_of_its_own(name: str, earlier: tuple[str, ...])
 def test_the_reserve_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
     """judge_reserve.jsonl: a fifth writers' set, which decided the choice of docs/results/rm-qwen;
     test-split scenarios only, none of them in another labelled set."""
-    earlier = ("judge_quality", "judge_dev", "judge_select", "judge_fresh")
-    assert_balanced_on_scenarios_of_its_own("judge_reserve", earlier)
+    assert_balanced_on_scenarios_of_its_own("judge_reserve")
 
 
 def test_the_sixth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
     """judge_sixth.jsonl: a sixth writers' set, kept unscored until it decided one choice of
     judge; test-split scenarios only, none of them in another labelled set."""
-    earlier = ("judge_quality", "judge_dev", "judge_select", "judge_fresh", "judge_reserve")
-    assert_balanced_on_scenarios_of_its_own("judge_sixth", earlier)
+    assert_balanced_on_scenarios_of_its_own("judge_sixth")
 
 
 def test_the_seventh_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
     """judge_seventh.jsonl: a seventh set by eight more writers, kept unscored until it
     decided one choice of judge; test-split scenarios only, none of them in another labelled
     set."""
-    earlier = (
-        "judge_quality",
-        "judge_dev",
-        "judge_select",
-        "judge_fresh",
-        "judge_reserve",
-        "judge_sixth",
-    )
-    assert_balanced_on_scenarios_of_its_own("judge_seventh", earlier)
+    assert_balanced_on_scenarios_of_its_own("judge_seventh")
 
 
 def test_the_eighth_set_is_balanced_and_on_scenarios_no_other_judge_set_uses():
     """judge_eighth.jsonl: an eighth set by eight more writers, kept unscored for the next
     choice of judge; test-split scenarios only, none of them in another labelled set."""
-    earlier = (
-        "judge_quality",
-        "judge_dev",
-        "judge_select",
-        "judge_fresh",
-        "judge_reserve",
-        "judge_sixth",
-        "judge_seventh",
-    )
-    assert_balanced_on_scenarios_of_its_own("judge_eighth", earlier)
+    assert_balanced_on_scenarios_of_its_own("judge_eighth")
